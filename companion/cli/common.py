@@ -1,0 +1,42 @@
+"""What every command shares: settings from global flags, clean error output."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from companion.config import Settings, load_settings
+from companion.errors import CompanionError
+from companion.paths import contain_library_caches
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where models, indexes and history live.", envvar="COMPANION_DATA_DIR")
+]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML config file.")]
+
+
+def settings_from(config: Path | None, data_dir: Path | None, **overrides) -> Settings:
+    settings = load_settings(config, data_dir=data_dir, **overrides)
+    contain_library_caches(settings.data_dir)
+    return settings
+
+
+@contextlib.contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """A CompanionError ends the command with its message and exit code 1, no traceback."""
+    try:
+        yield
+    except CompanionError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

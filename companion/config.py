@@ -1,0 +1,91 @@
+"""Settings: defaults < TOML file < environment (COMPANION_*, nested with __) < CLI flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from companion.errors import InputFileError
+from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
+
+
+class PluginSpec(BaseModel):
+    """A plugin by name plus its settings: `{plugin = "openai", base_url = "...", model = "mochi"}`."""
+
+    model_config = ConfigDict(extra="allow")
+    plugin: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def merged(self, overrides: dict[str, Any]) -> PluginSpec:
+        """These settings with a character's or a flag's overrides on top (a new plugin name resets them)."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides.get("plugin") and overrides["plugin"] != self.plugin:
+            return PluginSpec.model_validate(overrides)
+        return PluginSpec.model_validate({**self.model_dump(), **overrides})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMPANION_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    characters_dir: Path | None = None
+    user_name: str = "User"
+    llm: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="local", model="gemma3-270m"))
+    max_context_tokens: int = 2048
+    max_new_tokens: int = 200
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+
+    @property
+    def user_characters_dir(self) -> Path:
+        """Where `character new` and `character import` put folders."""
+        return self.characters_dir or self.data_dir / "characters"
+
+    @property
+    def character_search_path(self) -> list[Path]:
+        return [self.user_characters_dir, Path.cwd() / "characters", SHIPPED_CHARACTERS]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as error:
+        raise InputFileError(path, f"invalid TOML: {error}") from None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the config file (explicit, $COMPANION_CONFIG, or the user config dir), then
+    the environment, then `overrides` (CLI flags; None means not given)."""
+    path = config_file or default_config_file()
+    if config_file is not None and not config_file.is_file():
+        raise InputFileError(config_file, "config file not found")
+    file_values = read_config_file(path)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        from_env = Settings()
+        env_set = from_env.model_dump(include=from_env.model_fields_set)
+        return Settings.model_validate({**file_values, **env_set, **given})
+    except ValidationError as error:
+        raise InputFileError(path, str(error)) from None
