@@ -22,9 +22,7 @@ class MissingExtraError(CompanionError):
     """An optional dependency is missing; names the extra that installs it."""
 
     def __init__(self, feature: str, extra: str, module: str) -> None:
-        super().__init__(
-            f"{feature} needs the '{module}' package. Install it with: pip install 'companion[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the '{module}' package. Install it with: pip install 'companion[{extra}]'")
 
 
 class PluginNotFoundError(CompanionError):

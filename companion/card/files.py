@@ -52,7 +52,9 @@ def read_card_file(path: Path) -> CardFile:
         try:
             obj = json.loads(data.decode("utf-8-sig"))
         except json.JSONDecodeError as error:
-            raise InputFileError(path, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+            raise InputFileError(
+                path, f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            ) from None
         except UnicodeDecodeError:
             raise InputFileError(path, "card JSON is not UTF-8 text") from None
         return CardFile(card=card_from_json(obj))

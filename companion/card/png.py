@@ -111,9 +111,4 @@ def placeholder_png(size: int = 64, rgb: tuple[int, int, int] = (0xF4, 0xC2, 0xC
     """A plain square image, for cards exported from a folder without avatar.png."""
     row = b"\0" + bytes(rgb) * size
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (
-        PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(row * size))
-        + _chunk(b"IEND", b"")
-    )
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(row * size)) + _chunk(b"IEND", b"")

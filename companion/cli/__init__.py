@@ -7,7 +7,6 @@ import sys
 import typer
 
 from companion.cli import character as character_cli
-
 from companion.cli.common import fail_cleanly
 
 app = typer.Typer(
@@ -17,7 +16,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(character_cli.app, name="character")
-
 
 
 def main() -> None:

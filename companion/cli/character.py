@@ -67,7 +67,9 @@ def list_(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="A card: .json, .png or .charx (V1, V2 or V3).")],
-    character_id: Annotated[str | None, typer.Option("--id", help="Folder name (default: from the card's name).")] = None,
+    character_id: Annotated[
+        str | None, typer.Option("--id", help="Folder name (default: from the card's name).")
+    ] = None,
     directory: DirOption = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace an existing folder of that id.")] = False,
     config: ConfigOption = None,
