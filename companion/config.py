@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     llm: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="local", model="gemma3-270m"))
     max_context_tokens: int = 2048
     max_new_tokens: int = 200
+    context_budget_tokens: int = 500
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from companion.cli import character as character_cli
+from companion.cli import chat as chat_cli
 from companion.cli.common import fail_cleanly
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(character_cli.app, name="character")
+chat_cli.register(app)
 
 
 def main() -> None:

@@ -25,8 +25,6 @@ class GenerationRequest(BaseModel):
     params: GenerationParams = Field(default_factory=GenerationParams)
     adapter: Path | None = None
     """The character's LoRA adapter folder, for plugins that apply adapters locally."""
-    model: str | None = None
-    """A per-character model name, for servers that expose each character's LoRA as a model."""
 
 
 @runtime_checkable

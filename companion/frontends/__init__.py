@@ -1,0 +1,1 @@
+"""Frontends: subscribers to turn events plus a source of input."""
