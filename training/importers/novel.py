@@ -1,0 +1,390 @@
+"""Novels: quoted speech with speaker attribution, Chinese and English.
+
+Quotes: `“…”`, `「…」`, `『…』` and ASCII `"…"`, mixed freely (a `“` may close with `"`, as in
+old transcriptions): `“`/`「` always open, `”`/`」` always close, and `"` opens outside a quote and
+closes inside one. A quote left open at the end of a paragraph closes there.
+
+Which quotes are speech: those after a colon cue (`X笑道：“…”`), those followed by a cue
+(`“…”张三说。`, `"…," said Tom`), and dialogue paragraphs that open with a full sentence in
+quotes. Short terms in quotes (`"通灵"`, `都称“千岁大王”`, inscriptions after 镌着/上书/题曰,
+proverbs after 古云/俗话说/诗曰) are not.
+
+Who speaks (Chinese): names are learned from the book itself, as the longest frequent opening
+of the clauses that introduce speech (士隐 in 士隐笑道/士隐因说道, 贾雨村 when 贾雨 is always
+followed by 村), plus any names given (`ReadOptions.names`, `--as`). In the cue sentence the
+subject is the name that opens a comma segment (connectives like 又/便/却说 allowed before it),
+searching from the segment nearest the colon backwards; names after 向/对/与/问/见/将... are
+objects and skipped. A cue with no name (因问：, 又道：) continues the last speaker of the
+paragraph, or the subject of the sentence before. English: `said Tom` / `Tom said` / `Mr. Darcy
+replied` before or after the quote; the second half of a split quote keeps the speaker; a
+pronoun (he/she) stays unknown. Unattributed lines get the speaker "?" and serve as context.
+
+Quotes close together form a conversation; a chapter heading or a long stretch of narration
+(`SCENE_GAP` characters) starts a new one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.conversation import Conversation, Message
+from training.importers.base import BaseImporter, ReadOptions, source_label
+from training.textio import read_text, sniff_text
+
+UNKNOWN = "?"
+SCENE_GAP = 400
+OPENERS = {"“": "”", "「": "」", "『": "』"}
+CLOSERS = {"”", "」", "』"}
+ZH_TERMINATORS = "。！？．；…!?"
+CHAPTER = re.compile(r"^\s*(第[零一二三四五六七八九十百千\d]+[回章节卷]|chapter\s+[\divxlc]+\b|CHAPTER\s+\w+)", re.I)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+ZH_CONNECTIVES = (
+    "却说", "话说", "且说", "只见", "当下", "于是", "此时", "正是", "一时", "当时", "少时", "须臾", "后来",
+    "次日", "一面", "忽见", "忽然", "谁知", "恰值", "恰", "又", "便", "因", "却", "只", "忽", "那时", "这里",
+    "遂", "乃", "惟", "但", "且", "正", "早", "才", "方", "亦", "也", "还", "就", "再",
+)  # fmt: skip
+ZH_OBJECT_MARKERS = set("向对与和同跟给问叫把将被见望请拉携指替为朝让求称看找教")
+ZH_STOP_STARTS = set("因又便忙乃遂只笑也却方才就还都齐亦说问道叹想答回一不这那他她我你们其此二众自听见看")
+ZH_NOT_NAME_ENDINGS = set("笑忙便又道说问因也听叹冷乃遂却只都齐亦方才就还急连回答见看向对与和同")
+ZH_STOP_CANDIDATES = {
+    "心下",
+    "心中",
+    "心内",
+    "口内",
+    "口中",
+    "那些",
+    "那个",
+    "这个",
+    "这些",
+    "那里",
+    "这里",
+    "那边",
+    "这边",
+    "大家",
+    "众人",
+    "二人",
+    "两人",
+    "一人",
+    "自己",
+    "他们",
+    "我们",
+}
+ZH_NOT_SPEECH_BEFORE = re.compile(
+    r"(称|称为|叫做|叫作|唤作|名唤|名曰|名为|号|谓之|写着|镌着|刻着|上书|题曰|书云|题着|真是|正是|古云|古人云|俗云|俗话说|常言道|诗曰|词曰|赋曰|有诗为证|所谓|之说|二字|四字)[：:]?\s*$"
+)
+ZH_PRONOUNS = {"他", "她", "我", "你", "它", "他们", "她们", "我们"}
+
+EN_VERBS = (
+    r"said|says|asked|asks|replied|replies|answered|cried|shouted|whispered|muttered|exclaimed|added|continued|"
+    r"called|remarked|observed|returned|began|murmured|screamed|yelled|laughed|sighed|snapped|demanded|insisted|"
+    r"explained|agreed|repeated|declared|interrupted|inquired|enquired|responded|thought|went on|told \w+"
+)
+EN_NAME = (
+    r"(?:(?:Mr|Mrs|Ms|Miss|Dr|Sir|Lady|Lord|Captain|Aunt|Uncle|Professor)\.? )?[A-Z][a-z'’]+(?: [A-Z][a-z'’]+){0,2}"
+)
+EN_PRONOUNS = {"he", "she", "i", "they", "we", "it", "you"}
+EN_AFTER = re.compile(rf"^\s*,?\s*(?:{EN_VERBS})\s+(?P<name>{EN_NAME}|he|she|I|they|we)\b", re.I)
+EN_AFTER_NAME_FIRST = re.compile(
+    rf"^\s*,?\s*(?P<name>{EN_NAME}|[Hh]e|[Ss]he|I|[Tt]hey|[Ww]e)\s+(?:\w+ly\s+)?(?:{EN_VERBS})\b"
+)
+EN_BEFORE = re.compile(
+    rf"(?P<name>{EN_NAME}|[Hh]e|[Ss]he|I|[Tt]hey|[Ww]e)\s+(?:\w+ly\s+)?(?:{EN_VERBS})(?:\s+\w+)?\s*[,:]\s*$"
+)
+EN_NOT_NAMES = {"The", "A", "An", "But", "And", "Then", "When", "So", "Yes", "No", "Oh", "Well", "This", "That"}
+
+
+@dataclass
+class Quote:
+    text: str
+    start: int  # offset of the opening mark in the paragraph
+    end: int  # offset just after the closing mark (or paragraph end)
+
+
+def find_quotes(paragraph: str) -> list[Quote]:
+    quotes: list[Quote] = []
+    open_at: int | None = None
+    closer: str | None = None
+    for index, char in enumerate(paragraph):
+        if open_at is None:
+            if char in OPENERS or char == '"':
+                open_at, closer = index, OPENERS.get(char, "")
+        elif char in CLOSERS or char == '"' or (closer and char == closer):
+            quotes.append(Quote(paragraph[open_at + 1 : index], open_at, index + 1))
+            open_at = None
+    if open_at is not None:
+        quotes.append(Quote(paragraph[open_at + 1 :], open_at, len(paragraph)))
+    return [q for q in quotes if q.text.strip()]
+
+
+def is_chinese(text: str) -> bool:
+    sample = text[:5000]
+    return len(CJK.findall(sample)) > len(sample) * 0.1
+
+
+def _sentence_tail(text: str) -> str:
+    """The part of `text` after its last sentence terminator."""
+    cut = max(text.rfind(t) for t in ZH_TERMINATORS)
+    return text[cut + 1 :]
+
+
+def _segments(text: str) -> list[str]:
+    return [s for s in re.split(r"[，,、]", text)]
+
+
+def _strip_connectives(segment: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for word in ZH_CONNECTIVES:
+            if segment.startswith(word) and len(segment) > len(word):
+                segment = segment[len(word) :]
+                changed = True
+                break
+    return segment
+
+
+class NameBook:
+    """Speaker names for one book: given names plus names learned from its cue clauses."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = {n for n in names if n}
+        self.pattern = self._compile()
+
+    def _compile(self) -> re.Pattern[str] | None:
+        if not self.names:
+            return None
+        alternatives = sorted(self.names, key=len, reverse=True)
+        return re.compile("|".join(re.escape(n) for n in alternatives))
+
+    @classmethod
+    def learn(cls, paragraphs: list[str], given: tuple[str, ...] = ()) -> NameBook:
+        starts: Counter[str] = Counter()
+        for paragraph in paragraphs:
+            for quote in find_quotes(paragraph):
+                before = paragraph[: quote.start].rstrip()
+                if not before.endswith(("：", ":")):
+                    continue
+                segment = _segments(_sentence_tail(before[:-1]))[-1].strip()
+                segment = _strip_connectives(re.sub(r"^[”」』\"\s]+", "", segment))
+                if len(segment) < 3 or not CJK.match(segment):
+                    continue
+                for size in (2, 3, 4):
+                    if len(segment) > size:
+                        starts[segment[:size]] += 1
+        names: set[str] = set()
+        for gram, count in starts.items():
+            if count < 2 or len(gram) != 2 or (gram[0] in ZH_STOP_STARTS and not gram.startswith(("那", "这"))):
+                continue
+            if gram in ZH_STOP_CANDIDATES or not all(CJK.match(ch) for ch in gram):
+                continue
+            best = gram
+            for size in (3, 4):  # a longer name when the longer opening is nearly as frequent
+                longer = [g for g in starts if len(g) == size and g.startswith(best)]
+                if not longer:
+                    break
+                top = max(longer, key=lambda g: starts[g])
+                if top[-1] in ZH_NOT_NAME_ENDINGS:
+                    break
+                if starts[top] >= 0.75 * starts[best] and starts[top] >= 2:
+                    best = top
+                else:
+                    break
+            names.add(best)
+        return cls(names | set(given))
+
+    def find(self, text: str) -> list[tuple[int, str]]:
+        if self.pattern is None:
+            return []
+        return [(m.start(), m.group(0)) for m in self.pattern.finditer(text)]
+
+    def subject(self, clause: str) -> str | None:
+        """The speaking subject of a cue clause (text before the colon), or None."""
+        segments = _segments(clause)
+        for segment in reversed(segments):
+            stripped = _strip_connectives(segment.strip())
+            for position, name in self.find(stripped):
+                if position == 0:
+                    return name
+                break
+        for position, name in self.find(clause):
+            if position > 0 and clause[position - 1] in ZH_OBJECT_MARKERS:
+                continue
+            if position > 1 and clause[position - 2 : position] in ("看见", "听见", "问了", "告诉"):
+                continue
+            return name
+        return None
+
+
+@dataclass
+class Line:
+    speaker: str
+    text: str
+    offset: int  # character offset of the paragraph start in the chapter
+    paragraph: int
+    line: int
+
+
+class NovelReader:
+    def __init__(self, text: str, names: tuple[str, ...] = ()) -> None:
+        self.text = text
+        self.chinese = is_chinese(text)
+        paragraphs = [p.strip() for p in text.split("\n") if p.strip()]
+        self.names = NameBook.learn(paragraphs, names) if self.chinese else NameBook(set(names))
+
+    def chapters(self) -> Iterator[tuple[str, list[tuple[int, str]]]]:
+        title = ""
+        paragraphs: list[tuple[int, str]] = []
+        for number, raw in enumerate(self.text.split("\n"), start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            if CHAPTER.match(line) and len(line) < 80:
+                if paragraphs:
+                    yield title, paragraphs
+                title, paragraphs = line, []
+                continue
+            paragraphs.append((number, line))
+        if paragraphs:
+            yield title, paragraphs
+
+    def lines(self, paragraphs: list[tuple[int, str]]) -> Iterator[tuple[Line, int]]:
+        """(line, narration characters since the previous line)."""
+        previous_speakers: list[str] = []
+        gap = 0
+        last_was_dialogue_paragraph = False
+        for index, (number, paragraph) in enumerate(paragraphs):
+            quotes = find_quotes(paragraph)
+            speech = [(q, self.attribute(paragraph, q, quotes, i)) for i, q in enumerate(quotes)]
+            speech = [(q, s) for q, s in speech if s is not None]
+            if not speech:
+                gap += len(paragraph)
+                last_was_dialogue_paragraph = False
+                continue
+            paragraph_speaker: str | None = None
+            cursor = 0
+            whole_paragraph_quote = len(speech) == 1 and speech[0][0].start == 0
+            for quote, speaker in speech:
+                gap += len(paragraph[cursor : quote.start])
+                cursor = quote.end
+                if speaker == "" and paragraph_speaker:
+                    speaker = paragraph_speaker  # 因问：“…” continues the paragraph's speaker
+                alternating = len(previous_speakers) >= 2 and previous_speakers[-1] != previous_speakers[-2]
+                if speaker == "" and whole_paragraph_quote and last_was_dialogue_paragraph and alternating:
+                    speaker = previous_speakers[-2]  # alternating two-person dialogue
+                speaker = speaker or UNKNOWN
+                if speaker != UNKNOWN:
+                    paragraph_speaker = speaker
+                    previous_speakers.append(speaker)
+                yield Line(speaker, quote.text.strip(), 0, index, number), gap
+                gap = 0
+            gap += len(paragraph[cursor:])
+            last_was_dialogue_paragraph = whole_paragraph_quote or paragraph.startswith((*OPENERS, '"'))
+
+    def attribute(self, paragraph: str, quote: Quote, quotes: list[Quote], index: int) -> str | None:
+        """The speaker; '' for speech of unknown speaker; None when the quote is not speech."""
+        previous_end = quotes[index - 1].end if index else 0
+        before = paragraph[previous_end : quote.start]
+        next_start = quotes[index + 1].start if index + 1 < len(quotes) else len(paragraph)
+        after = paragraph[quote.end : next_start]
+        if self.chinese:
+            return self._attribute_zh(paragraph, quote, before, after)
+        return self._attribute_en(paragraph, quote, quotes, index, before, after)
+
+    def _attribute_zh(self, paragraph: str, quote: Quote, before: str, after: str) -> str | None:
+        stripped = before.rstrip()
+        has_colon = stripped.endswith(("：", ":"))
+        clause = _sentence_tail(stripped[:-1] if has_colon else stripped)
+        if not has_colon:
+            if ZH_NOT_SPEECH_BEFORE.search(stripped):
+                return None
+            post = re.match(
+                r"^\s*([^。！？．，,；]{1,12}?)(?:笑|忙|又|便|也|冷笑|叹)?(?:说|道|问|答|叫|喊|笑道|回答)", after
+            )
+            if post:
+                for position, name in self.names.find(post.group(1)):
+                    if position == 0:
+                        return name
+            sentence_like = quote.text.rstrip()[-1:] in "。！？…．!?~～" or len(quote.text) >= 12
+            starts_paragraph = not before.strip()
+            if not (sentence_like and (starts_paragraph or len(quote.text) >= 12)):
+                return None
+            return ""
+        if ZH_NOT_SPEECH_BEFORE.search(clause):
+            return None
+        subject = self.names.subject(clause)
+        if subject:
+            return subject
+        earlier = paragraph[: quote.start - len(before)] if len(before) < quote.start else ""
+        if not clause.strip(" ，,") or re.fullmatch(r"[\s，,]*[\u4e00-\u9fff]{0,4}[：:]?", clause):
+            return ""  # a bare cue (因问 / 又道): continue the paragraph's speaker
+        whole = (earlier + before)[:-1] if has_colon else earlier + before
+        cut = max(whole.rfind(t) for t in ZH_TERMINATORS)
+        if cut >= 0:
+            previous_sentence = _sentence_tail(whole[:cut])
+            found = self.names.subject(previous_sentence)
+            if found:
+                return found
+        return ""
+
+    def _attribute_en(
+        self, paragraph: str, quote: Quote, quotes: list[Quote], index: int, before: str, after: str
+    ) -> str | None:
+        def name_of(found: str) -> str:
+            return "" if found.lower() in EN_PRONOUNS else found
+
+        match = EN_AFTER.match(after) or EN_AFTER_NAME_FIRST.match(after)
+        if match and match.group("name") not in EN_NOT_NAMES:
+            return name_of(match.group("name"))
+        match = EN_BEFORE.search(before)
+        if match and match.group("name") not in EN_NOT_NAMES:
+            return name_of(match.group("name"))
+        if index > 0 and not re.search(r"[.!?]\s", before) and len(before) < 60:
+            prior = quotes[index - 1]
+            previous_before = paragraph[quotes[index - 2].end if index > 1 else 0 : prior.start]
+            match = EN_AFTER.match(before) or EN_AFTER_NAME_FIRST.match(before) or EN_BEFORE.search(previous_before)
+            if match:
+                return name_of(match.group("name"))
+        words = quote.text.split()
+        if len(words) < 3 and not quote.text.rstrip().endswith(("!", "?", ".", ",")):
+            return None  # a term in quotes
+        return ""
+
+
+class Novel(BaseImporter):
+    name = "novel"
+    description = "Novels (.txt): quoted speech with speaker attribution (zh cues 道/说/问/笑道, en 'said X')"
+    extensions = (".txt",)
+
+    def detect(self, path: Path) -> float:
+        if not self.has_extension(path):
+            return 0.0
+        head = sniff_text(path, 16384)
+        quotes = sum(head.count(q) for q in ("“", "「", '"'))
+        chapters = len(re.findall(r"^\s*(第[零一二三四五六七八九十百千\d]+[回章节]|chapter\s+\w+)", head, re.M | re.I))
+        paragraphs = [p for p in head.split("\n") if p.strip()]
+        long_paragraphs = sum(1 for p in paragraphs if len(p) > 80)
+        if chapters and quotes >= 4:
+            return 0.8
+        if quotes >= 6 and long_paragraphs >= 3:
+            return 0.5
+        return 0.1 if paragraphs else 0.0
+
+    def read(self, path: Path, options: ReadOptions) -> Iterator[Conversation]:
+        reader = NovelReader(read_text(path).text, options.names)
+        for title, paragraphs in reader.chapters():
+            messages: list[Message] = []
+            for line, gap in reader.lines(paragraphs):
+                if messages and gap > SCENE_GAP:
+                    yield self._conversation(path, title, messages)
+                    messages = []
+                messages.append(Message(speaker=line.speaker, text=line.text, source=source_label(path, line.line)))
+            if messages:
+                yield self._conversation(path, title, messages)
+
+    def _conversation(self, path: Path, title: str, messages: list[Message]) -> Conversation:
+        return Conversation(messages=messages, source=path.name, meta={"format": self.name, "chapter": title})

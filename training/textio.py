@@ -1,0 +1,168 @@
+"""Reading users' files: encoding fallback, JSON with positions, JSON Lines, CSV.
+
+Encodings are tried in a fixed order (a byte-order mark first, then UTF-8, GB18030, UTF-16)
+and a file none of them fits is an `InputFileError` naming each encoding tried and where it
+failed. Errors in JSON name the file, the line, the column and the character offset, and say
+"ends early" when the text stops mid-value (a truncated download or export).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from companion.errors import InputFileError
+
+DEFAULT_ENCODINGS = ("utf-8", "gb18030", "utf-16")
+SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    encoding: str
+
+
+def _looks_utf16(data: bytes) -> str | None:
+    """UTF-16 without a BOM: many NUL bytes on one side of each pair."""
+    sample = data[:4096]
+    if len(sample) < 4:
+        return None
+    even_nuls = sample[0::2].count(0)
+    odd_nuls = sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd_nuls > half * 0.3 and even_nuls < half * 0.05:
+        return "utf-16-le"
+    if even_nuls > half * 0.3 and odd_nuls < half * 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _plausible(text: str, encoding: str = "utf-8") -> bool:
+    """Reject decodings full of control characters (binary read as text), and Shift-JIS
+    readings of Chinese text (which come out as runs of half-width katakana)."""
+    sample = text[:20000]
+    if not sample:
+        return True
+    bad = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f\x1b") + sample.count("\ufffd")
+    if encoding in ("cp932", "shift_jis"):
+        bad += sum(1 for ch in sample if "\uff61" <= ch <= "\uff9f")
+    return bad <= max(2, len(sample) // 200)
+
+
+def decode_bytes(data: bytes, path: str | Path, encodings: tuple[str, ...] = DEFAULT_ENCODINGS) -> Decoded:
+    if data.startswith(codecs.BOM_UTF8):
+        return Decoded(data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict"), "utf-8-sig")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return Decoded(data.decode("utf-16"), "utf-16")
+        except UnicodeDecodeError as error:
+            raise InputFileError(
+                path, f"starts with a UTF-16 byte-order mark but byte {error.start} is invalid"
+            ) from None
+    failures = []
+    utf16 = _looks_utf16(data)
+    order = list(encodings)
+    if utf16 and "utf-16" in order:
+        order.remove("utf-16")
+        order.insert(0, utf16)
+    for encoding in order:
+        if encoding == "utf-16" and not utf16:
+            failures.append("UTF-16 (no byte-order mark and no NUL pattern)")
+            continue
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as error:
+            failures.append(f"{encoding.upper()} (invalid byte 0x{data[error.start]:02x} at offset {error.start})")
+            continue
+        if not _plausible(text, encoding):
+            failures.append(f"{encoding.upper()} (decodes to control characters: binary?)")
+            continue
+        return Decoded(text, encoding)
+    raise InputFileError(path, "cannot decode the text; tried UTF-8, UTF-8 with BOM, " + ", ".join(failures))
+
+
+def read_text(path: Path, encodings: tuple[str, ...] = DEFAULT_ENCODINGS) -> Decoded:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(path, f"cannot read: {error.strerror or error}") from None
+    decoded = decode_bytes(data, path, encodings)
+    text = decoded.text
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return Decoded(text, decoded.encoding)
+
+
+def sniff_text(path: Path, size: int = SNIFF_BYTES) -> str:
+    """The first `size` bytes decoded leniently, for format detection; '' if unreadable."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(size)
+    except OSError:
+        return ""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[3:]
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(data):
+        encoding = "utf-16" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else _looks_utf16(data)
+        text = data[: len(data) // 2 * 2].decode(encoding or "utf-16", errors="ignore")
+        return text.lstrip("\ufeff").replace("\r\n", "\n")
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return data.decode(encoding).replace("\r\n", "\n")
+        except UnicodeDecodeError as error:
+            if error.start > len(data) - 4:  # cut mid-character at the sniff boundary
+                return data[: error.start].decode(encoding, errors="ignore").replace("\r\n", "\n")
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+def json_error(path: Path, text: str, error: json.JSONDecodeError, line_offset: int = 0) -> InputFileError:
+    rest = text[error.pos :].strip()
+    where = f"line {error.lineno + line_offset}, column {error.colno} (character {error.pos})"
+    if not rest or error.msg.startswith("Unterminated string"):
+        return InputFileError(path, f"JSON ends early at {where}: the file looks truncated ({error.msg})")
+    return InputFileError(path, f"invalid JSON at {where}: {error.msg}")
+
+
+def load_json(path: Path) -> Any:
+    decoded = read_text(path)
+    try:
+        return json.loads(decoded.text)
+    except json.JSONDecodeError as error:
+        raise json_error(path, decoded.text, error) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line; a bad line names its line and column."""
+    decoded = read_text(path)
+    for number, line in enumerate(decoded.text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise json_error(path, line, error, line_offset=number - 1) from None
+
+
+def iter_csv(path: Path) -> Iterator[dict[str, str]]:
+    decoded = read_text(path)
+    reader = csv.DictReader(io.StringIO(decoded.text, newline=""))
+    try:
+        for row in reader:
+            yield {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}
+    except csv.Error as error:
+        raise InputFileError(path, f"malformed CSV at line {reader.line_num}: {error}") from None
+
+
+def csv_header(path: Path) -> list[str]:
+    first = sniff_text(path, 8192).lstrip("\ufeff").split("\n", 1)[0]
+    try:
+        return [cell.strip() for cell in next(csv.reader([first]))]
+    except (StopIteration, csv.Error):
+        return []
