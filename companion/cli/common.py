@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from companion.config import Settings, load_settings
 from companion.errors import CompanionError
@@ -36,7 +37,7 @@ def fail_cleanly() -> Iterator[None]:
     try:
         yield
     except CompanionError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

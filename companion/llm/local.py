@@ -125,8 +125,10 @@ class LocalLLM:
     def _attach(self, adapter: Path) -> None:
         from peft import PeftModel
 
-        config_file = adapter / "adapter_config.json"
-        check_adapter_matches(config_file, self._model_name_for_check(), self._base_config())
+        base = self._model.get_base_model() if self._adapters else self._model
+        check_adapter_matches(adapter / "adapter_config.json", self.settings.model, base.config)
+        weights = adapter / "adapter_model.safetensors"
+        check_adapter_weights(weights, base, self.settings.model)
         name = f"a{len(self._adapters)}"
         try:
             if self._adapters:
@@ -134,17 +136,9 @@ class LocalLLM:
             else:
                 self._model = PeftModel.from_pretrained(self._model, str(adapter), adapter_name=name)
                 self._model.eval()
-        except (RuntimeError, ValueError, OSError, KeyError) as error:
-            weights = adapter / "adapter_model.safetensors"
+        except Exception as error:  # peft raises many kinds; the user needs the file and the reason
             raise InputFileError(weights, f"adapter does not load onto {self.settings.model}: {error}") from None
         self._adapters[adapter] = name
-
-    def _model_name_for_check(self) -> str:
-        return self.settings.model
-
-    def _base_config(self) -> Any:
-        model = self._model
-        return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
     # -- generation ----------------------------------------------------------------------
     def prompt_ids(self, request: GenerationRequest) -> Any:
@@ -263,5 +257,33 @@ def check_adapter_matches(config_file: Path, model_name: str, base_config: Any) 
     if expected and actual and expected != actual:
         raise InputFileError(config_file, f"adapter was trained on a {expected} model, but the model is {actual}")
     weights = config_file.parent / "adapter_model.safetensors"
-    if not weights.is_file() and not (config_file.parent / "adapter_model.bin").is_file():
-        raise InputFileError(weights, "missing: the adapter folder has no weights")
+    if not weights.is_file():
+        raise InputFileError(weights, "missing: the adapter folder has no adapter_model.safetensors")
+
+
+def check_adapter_weights(weights: Path, base: Any, model_name: str) -> None:
+    """Read the adapter's tensor shapes (not its data) and check each fits the base model's layer,
+    before anything is attached: a wrong adapter never half-modifies the loaded model."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(weights, framework="pt") as handle:
+            shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise InputFileError(weights, f"corrupt adapter weights ({error})") from None
+    for key, shape in shapes.items():
+        module_name, sep, rest = key.removeprefix("base_model.model.").partition(".lora_")
+        if not sep:
+            continue
+        try:
+            module = base.get_submodule(module_name)
+        except AttributeError:
+            raise InputFileError(weights, f"adapter targets {module_name}, which {model_name} does not have") from None
+        in_features, out_features = getattr(module, "in_features", None), getattr(module, "out_features", None)
+        expected = in_features if rest.startswith("A.") else out_features if rest.startswith("B.") else None
+        actual = shape[1] if rest.startswith("A.") else shape[0]
+        if expected is not None and actual != expected:
+            raise InputFileError(
+                weights,
+                f"adapter does not load onto {model_name}: {key} has {actual} features where the model has {expected}",
+            )
