@@ -52,7 +52,8 @@ class Settings(BaseSettings):
 
     @property
     def character_search_path(self) -> list[Path]:
-        return [self.user_characters_dir, Path.cwd() / "characters", SHIPPED_CHARACTERS]
+        paths = [self.user_characters_dir, Path.cwd() / "characters", SHIPPED_CHARACTERS]
+        return list(dict.fromkeys(p.resolve() for p in paths))
 
     @classmethod
     def settings_customise_sources(

@@ -177,3 +177,15 @@ def test_openai_plugin_unreachable_server_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(CompanionError, match="cannot reach the LLM server"):
         collect(llm, GenerationRequest(messages=MESSAGES, params=greedy(2)))
     assert llm.count_tokens("你好 world") >= 3
+
+
+def test_smollm2_is_selectable_by_name(model_data_dir: Path) -> None:
+    from companion.llm.local import LocalLLM, LocalLLMSettings
+
+    llm = LocalLLM(LocalLLMSettings(model="smollm2-135m"), PluginContext(data_dir=model_data_dir))
+    request = GenerationRequest(
+        messages=[ChatMessage(role="user", content="What is the capital of France?")], params=greedy(12)
+    )
+    text = "".join(collect(llm, request))
+    assert "Paris" in text
+    assert "<|im_start|>" in llm.tokenizer.decode(llm.prompt_ids(request)[0])

@@ -73,3 +73,15 @@ def test_interrupted_turn_keeps_what_was_said(companion: Companion) -> None:
 def test_clean_reply_drops_a_leading_name() -> None:
     assert clean_reply("  Mochi： 你好呀 ", "Mochi") == "你好呀"
     assert clean_reply("Mochizuki is here", "Mochi") == "Mochizuki is here"
+
+
+def test_character_adapter_is_applied(companion: Companion, local_llm, tmp_path: Path) -> None:
+    from tests.test_llm import make_adapter
+
+    key = companion.key(user="dave")
+    without = run_turn(companion, key, "Hi there")[-1].text
+    companion.reset(key)
+    make_adapter(local_llm, companion.character.adapter_dir)
+    assert companion.character.has_adapter()
+    with_adapter = run_turn(companion, key, "Hi there")[-1].text
+    assert with_adapter != without
