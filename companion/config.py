@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from companion.errors import InputFileError
+from companion.frontends.settings import DiscordSettings, OneBotSettings, ServeSettings
 from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
 
 
@@ -44,6 +45,9 @@ class Settings(BaseSettings):
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    onebot: OneBotSettings = Field(default_factory=OneBotSettings)
 
     @property
     def user_characters_dir(self) -> Path:
@@ -87,7 +91,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         from_env = Settings()
-        env_set = from_env.model_dump(include=from_env.model_fields_set)
-        return Settings.model_validate({**file_values, **env_set, **given})
+        env_set = from_env.model_dump(include=from_env.model_fields_set, exclude_unset=True)
+        return Settings.model_validate(_deep_merge(_deep_merge(file_values, env_set), given))
     except ValidationError as error:
         raise InputFileError(path, str(error)) from None
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`; tables merge key by key (COMPANION_SERVE__TOKEN keeps [serve] port)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
