@@ -82,8 +82,11 @@ class Companion:
             stop=[f"\n{user_name}:", f"\n{user_name}：", f"\n{self.name}:", f"\n{self.name}："],
         )
 
-    async def build_prompt(self, key: ConversationKey, text: str, user_name: str) -> tuple[AssembledPrompt, list]:
-        history = self.history.load(key)
+    async def build_prompt(
+        self, key: ConversationKey, text: str, user_name: str, history: Sequence[ChatMessage] | None = None
+    ) -> tuple[AssembledPrompt, list]:
+        """`history` replaces the stored conversation (stateless APIs send their own)."""
+        history = self.history.load(key) if history is None else list(history)
         blocks: list[ContextBlock] = []
         for source in self.context_sources:
             blocks += await source.build(
