@@ -75,12 +75,13 @@ _CN = r"\u4e00-\u9fa5"
 ADDRESS_CN = re.compile(
     rf"(?:[{_CN}]{{2,6}}?(?:省|自治区))?(?:[{_CN}]{{2,6}}?(?:市|自治州|地区|盟))?(?:[{_CN}]{{1,6}}?(?:区|县|旗))?"
     rf"(?:[{_CN}]{{1,8}}?(?:街道|镇|乡))?"
-    rf"[{_CN}A-Za-z0-9]{{1,12}}?(?:路|街|大道|大街|道|巷|弄|胡同|里)(?:[一二三四五六七八九十\d]+段)?[东西南北]?"
+    rf"[{_CN}A-Za-z0-9]{{1,7}}?(?:路|街|大道|大街|道|巷|弄|胡同|里)(?:[一二三四五六七八九十\d]+段)?[东西南北]?"
     rf"\d+(?:-\d+)?(?:号|弄)(?:院)?"
     rf"(?:(?:[{_CN}A-Za-z]{{0,10}}?(?:广场|大厦|中心|花园|小区|公寓|大楼|城|苑|府|园|大学))?"
     rf"(?:[A-Za-z\d一二三四五六七八九十]+(?:号楼|栋|幢|座|单元|层|楼|室|舍|号))*\d{{0,4}})"
 )
 ADDRESS_LEAD = re.compile(r"^(?:寄到|送到|发到|搬到|住在|家在|老家是|地址是|我家在|我住|来|到|在|是|于)+")
+STREET_ONLY = re.compile(r"[^省市区县镇乡]*[在到于是往住]")
 STREET_TYPES = (
     r"Street|St\.?|Avenue|Ave\.?|Road|Rd\.?|Boulevard|Blvd\.?|Lane|Ln\.?|Drive|Dr\.?|Court|Ct\.?|Way|Place|Pl\.?"
     r"|Terrace|Square|Sq\.?|Parkway|Pkwy\.?|Highway|Hwy\.?|Circle|Cir\.?"
@@ -222,6 +223,9 @@ def find_pii(text: str) -> list[Finding]:
     for match in ADDRESS_CN.finditer(text):
         lead = ADDRESS_LEAD.match(match.group(0))
         start = match.start() + (lead.end() if lead else 0)
+        street = STREET_ONLY.match(text, start, match.end())
+        if street:  # no 省/市/区 before the street: the name starts after the last 在/到/住...
+            start = street.end()
         if match.end() - start >= 5:
             add(30, start, match.end(), "ADDRESS")
     for match in ADDRESS_EN.finditer(text):
@@ -234,9 +238,19 @@ def find_pii(text: str) -> list[Finding]:
     return sorted((f for f in chosen if f.type), key=lambda f: f.start)
 
 
-def scrub(text: str, counts: Counter[str] | None = None) -> str:
-    """`text` with each PII span replaced by its placeholder (`<PHONE>`, ...)."""
+def scrub(text: str, counts: Counter[str] | None = None, public: str = "") -> str:
+    """`text` with each PII span replaced by its placeholder (`<PHONE>`, ...).
+
+    `public` is text already published with the character (card, lorebook, lore): a span
+    found in it is the character's own fictional fact (her bakery's address), not someone's
+    private data, and stays (counted as `public:<TYPE>`)."""
     findings = find_pii(text)
+    if public and findings:
+        kept = [f for f in findings if f.text in public]
+        if counts is not None:
+            for finding in kept:
+                counts[f"public:{finding.type}"] += 1
+        findings = [f for f in findings if f.text not in public]
     if not findings:
         return text
     parts: list[str] = []

@@ -86,6 +86,7 @@ class SillyTavernChat(BaseImporter):
 
 SCENE_LINE = re.compile(r"^\s*([^:：「」\s][^:：「」]{0,40}?)\s*[:：]\s*「(.*)」\s*$")
 SCENE_LOOSE = re.compile(r"^\s*([^:：「」\s][^:：「」]{0,40}?)\s*[:：]\s*「(.*)$")
+SCENE_QUOTED = re.compile(r"^\s*([^:：「」\"“\s][^:：「」\"“]{0,40}?)\s*[:：]\s*[\"“](.*)[\"”]\s*$")
 NARRATION = re.compile(r"^\s*[（(](.*)[)）]\s*$")
 SCENE_MARKERS = {"'''scene'''", "scene", "场景", "旁白", "narrator", "narration"}
 
@@ -96,7 +97,7 @@ def parse_scene(text: str, path: Path) -> list[Message]:
         line = raw.strip()
         if not line or line == "---":
             continue
-        match = SCENE_LINE.match(line) or SCENE_LOOSE.match(line)
+        match = SCENE_LINE.match(line) or SCENE_LOOSE.match(line) or SCENE_QUOTED.match(line)
         if match:
             speaker, said = match.group(1).strip(), match.group(2).strip().rstrip("」")
             tail = ""
@@ -120,7 +121,7 @@ def parse_scene(text: str, path: Path) -> list[Message]:
 
 class SceneScript(BaseImporter):
     name = "scenes"
-    description = "Scene scripts, one line per turn: 角色:「台词」 (ChatHaruhi texts, corpus/scenes/*.txt)"
+    description = 'Scene scripts, one line per turn: 角色:「台词」 or Name: "line" (ChatHaruhi, corpus/scenes/*.txt)'
     extensions = (".txt",)
 
     def detect(self, path: Path) -> float:
@@ -129,7 +130,7 @@ class SceneScript(BaseImporter):
         lines = [line for line in sniff_text(path, 8192).split("\n")[:50] if line.strip() and line.strip() != "---"]
         if not lines:
             return 0.0
-        hits = sum(1 for line in lines if SCENE_LINE.match(line) or SCENE_LOOSE.match(line))
+        hits = sum(1 for line in lines if SCENE_LINE.match(line) or SCENE_LOOSE.match(line) or SCENE_QUOTED.match(line))
         return 0.9 if hits >= max(1, len(lines) * 0.6) else (0.4 if hits >= 2 else 0.0)
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Conversation]:
