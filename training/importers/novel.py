@@ -45,11 +45,13 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 
 ZH_CONNECTIVES = (
     "却说", "话说", "且说", "只见", "当下", "于是", "此时", "正是", "一时", "当时", "少时", "须臾", "后来",
-    "次日", "一面", "忽见", "忽然", "谁知", "恰值", "恰", "又", "便", "因", "却", "只", "忽", "那时", "这里",
+    "次日", "一面", "忽见", "忽然", "谁知", "恰值", "只听得", "又听得", "忽听得", "只听", "忽听", "听得",
+    "恰", "又", "便", "因", "却", "只", "忽", "那时", "这里",
     "遂", "乃", "惟", "但", "且", "正", "早", "才", "方", "亦", "也", "还", "就", "再",
 )  # fmt: skip
-ZH_OBJECT_MARKERS = set("向对与和同跟给问叫把将被见望请拉携指替为朝让求称看找教")
-ZH_STOP_STARTS = set("因又便忙乃遂只笑也却方才就还都齐亦说问道叹想答回一不这那他她我你们其此二众自听见看")
+ZH_OBJECT_MARKERS = set("向对与和同跟给问叫把将见望请拉携指替为朝让求称看找教")  # not 被: 被X看见, X acts
+ZH_STOP_STARTS = set("因又便忙乃遂只笑也却方才就还都齐亦说问道叹想答回一不这那他她我你们其此二自听见看")
+ZH_SURNAMES = set("贾甄林薛王史李刘张赵孙周吴郑冯陈褚卫蒋沈韩杨朱秦尤许何吕施孔曹严华金魏陶姜邢袁柳")
 ZH_NOT_NAME_ENDINGS = set("笑忙便又道说问因也听叹冷乃遂却只都齐亦方才就还急连回答见看向对与和同")
 ZH_STOP_CANDIDATES = {
     "心下",
@@ -202,15 +204,18 @@ class NameBook:
             return []
         return [(m.start(), m.group(0)) for m in self.pattern.finditer(text)]
 
-    def subject(self, clause: str) -> str | None:
-        """The speaking subject of a cue clause (text before the colon), or None."""
-        segments = _segments(clause)
-        for segment in reversed(segments):
+    def subject(self, clause: str, strict: bool = False) -> str | None:
+        """The speaking subject of a cue clause (text before the colon), or None. A name opening
+        a comma segment wins (nearest the colon first); unless `strict`, then the first name that
+        is not an object (after 向/对/与/见...)."""
+        for segment in reversed(_segments(clause)):
             stripped = _strip_connectives(segment.strip())
             for position, name in self.find(stripped):
-                if position == 0:
+                if position == 0 or (position == 1 and stripped[0] in ZH_SURNAMES):
                     return name
                 break
+        if strict:
+            return None
         for position, name in self.find(clause):
             if position > 0 and clause[position - 1] in ZH_OBJECT_MARKERS:
                 continue
@@ -218,6 +223,39 @@ class NameBook:
                 continue
             return name
         return None
+
+
+ZH_GUESS = re.compile(
+    r"^(?:内中|其中|外面|里面)?(?:有(?:一个|一|个)?)?([\u4e00-\u9fff]{2,4}?)"
+    r"(?:亦|也|又|便|忙|连忙|因|乃|遂|方|才|只得|一旁|接口|接声|含羞|含笑|冷笑|陪笑|笑着|笑|回来|出来|进来|上来|"
+    r"听了|说着|听说|一面|半日|大|高声|低声|急|罕|慌|齐|都|回头)*"
+    r"(?:说道|笑道|问道|答道|回道|叫道|喝道|叹道|骂道|说|道|问|叫|喊|答|回|嚷|叹|曰)$"
+)
+
+
+ZH_GUESS_SUBJECT = re.compile(
+    r"^(?:这|那)?([\u4e00-\u9fff]{2,4}?)(?:忙|便|又|也|乃|却|亦|听了|见了|听说|听见|看了|一面|笑着|含笑)"
+)
+
+
+def guess_subject(clause: str) -> str | None:
+    """A speaker not in the name book, read off the cue itself: 袭人亦含羞笑问道 -> 袭人, or
+    the subject opening an earlier segment: 这丫鬟忙转身回避，心下乃想 -> 丫鬟."""
+    segments = _segments(clause)
+    for segment in reversed(segments[:-1]):  # an explicit subject before the verb segment wins
+        match = ZH_GUESS_SUBJECT.match(_strip_connectives(segment.strip()))
+        if match and _plausible_name(match.group(1)):
+            return _plausible_name(match.group(1))
+    match = ZH_GUESS.match(_strip_connectives(segments[-1].strip()))
+    return _plausible_name(match.group(1)) if match else None
+
+
+def _plausible_name(name: str) -> str | None:
+    if name in ZH_PRONOUNS or name in ZH_STOP_CANDIDATES or "了" in name or "有" in name:
+        return None
+    if (name[0] in ZH_STOP_STARTS and name[0] != "道") or name[0] in ZH_OBJECT_MARKERS or name[0] in "半得正方再将":
+        return None
+    return name
 
 
 @dataclass
@@ -316,17 +354,18 @@ class NovelReader:
             return ""
         if ZH_NOT_SPEECH_BEFORE.search(clause):
             return None
-        subject = self.names.subject(clause)
+        subject = self.names.subject(clause) or guess_subject(clause)
         if subject:
             return subject
-        earlier = paragraph[: quote.start - len(before)] if len(before) < quote.start else ""
         if not clause.strip(" ，,") or re.fullmatch(r"[\s，,]*[\u4e00-\u9fff]{0,4}[：:]?", clause):
             return ""  # a bare cue (因问 / 又道): continue the paragraph's speaker
-        whole = (earlier + before)[:-1] if has_colon else earlier + before
-        cut = max(whole.rfind(t) for t in ZH_TERMINATORS)
-        if cut >= 0:
-            previous_sentence = _sentence_tail(whole[:cut])
-            found = self.names.subject(previous_sentence)
+        if quote.start > len(before):
+            return ""  # no subject (因问周瑞家的：): the paragraph's last speaker goes on
+        earlier = paragraph[: quote.start - len(before)] if len(before) < quote.start else ""
+        whole = earlier + (stripped[:-1] if has_colon else stripped)
+        sentences = [s for s in re.split(f"[{ZH_TERMINATORS}]", whole)[:-1] if s.strip()]
+        for sentence in reversed(sentences):  # the subject of an earlier sentence in the paragraph
+            found = self.names.subject(sentence, strict=True)
             if found:
                 return found
         return ""
