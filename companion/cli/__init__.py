@@ -8,6 +8,7 @@ import typer
 
 from companion.cli import character as character_cli
 from companion.cli import chat as chat_cli
+from companion.cli import knowledge as knowledge_cli
 from companion.cli.common import fail_cleanly
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(character_cli.app, name="character")
+app.add_typer(knowledge_cli.app, name="knowledge")
 chat_cli.register(app)
 
 

@@ -1,0 +1,280 @@
+"""The retrieval stage of a turn: lorebook, memory, knowledge and classic lines in one budget.
+
+`ContextBuilder` is what the turn pipeline calls (it satisfies `companion.session.ContextSource`):
+
+    builder = ContextBuilder.for_character(character, settings)
+    blocks = await builder.build(text, user_id=..., recent=history[-6:], budget_tokens=500,
+                                 count_tokens=llm.count_tokens)
+    ... the reply is generated ...
+    await builder.remember(user_id, text, reply)
+
+The budget is shared in a fixed order (lorebook, memory, knowledge, classic lines), each kind
+capped by its share in `knowledge.shares`; a kind that needs less passes the rest on.
+Everything that can block (embedding, the vector store, the first index build) runs in a
+worker thread so the event loop keeps streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from companion import plugins
+from companion.config import PluginSpec, Settings
+from companion.events import ContextBlock
+from companion.messages import ChatMessage
+from knowledge.embedders import Embedder
+from knowledge.index import BuildReport, CorpusSource, Hit, KnowledgeIndex, ProgressCallback
+from knowledge.lorebook import WorldInfo
+from knowledge.memory import MemoryStore, render
+from knowledge.settings import KnowledgeSettings
+from knowledge.store import StoreError, VectorStore
+
+log = logging.getLogger(__name__)
+
+TokenCounter = Callable[[str], int]
+SHORT_QUERY_CHARS = 6
+LEXICAL_GRACE = 0.04  # a BM25 match may sit this far under the cosine floor and still count
+
+_plugins: dict[tuple[str, str, str], Any] = {}
+_plugins_lock = threading.Lock()
+
+
+def shared_plugin(kind: plugins.PluginKind, spec: PluginSpec, context: plugins.PluginContext) -> Any:
+    """One embedder / store per configuration and data dir, shared by every character."""
+    key = (kind, spec.model_dump_json(), str(context.data_dir))
+    with _plugins_lock:
+        if key not in _plugins:
+            _plugins[key] = plugins.create(kind, spec, context)
+        return _plugins[key]
+
+
+@dataclass
+class Retrieved:
+    """A turn's retrieval with its timings (what `--show-context` and the benches print)."""
+
+    blocks: list[ContextBlock]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+
+class ContextBuilder:
+    def __init__(
+        self,
+        character,
+        *,
+        embedder: Embedder,
+        store: VectorStore,
+        settings: KnowledgeSettings | None = None,
+        cache_dir,
+    ) -> None:
+        self.character = character
+        self.settings = settings or KnowledgeSettings()
+        self.embedder = embedder
+        self.store = store
+        self.index = KnowledgeIndex(
+            CorpusSource.from_character(character), embedder, store, self.settings, cache_dir=cache_dir
+        )
+        self.memory = MemoryStore(character.id, embedder, store)
+        self.world = WorldInfo.from_book(character.card.character_book, self.settings, char=character.card.name)
+        self.book_budget = character.card.character_book.token_budget if character.card.character_book else None
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self.last_report: BuildReport | None = None
+
+    @classmethod
+    def for_character(cls, character, settings: Settings) -> ContextBuilder:
+        context = plugins.PluginContext(data_dir=settings.data_dir)
+        return cls(
+            character,
+            embedder=shared_plugin("embedder", settings.embedder, context),
+            store=shared_plugin("store", settings.store, context),
+            settings=settings.knowledge,
+            cache_dir=settings.data_dir / "knowledge" / character.id,
+        )
+
+    # ------------------------------------------------------------ index
+
+    def prepare(
+        self, *, progress: ProgressCallback | None = None, force: bool = False, build: bool | None = None
+    ) -> BuildReport | None:
+        """Bring the index up to date with the corpus (cheap when nothing changed). Turns call
+        this implicitly and build only when `knowledge.auto_build` is on."""
+        build = self.settings.auto_build if build is None else build
+        with self._ready_lock:
+            if self._ready and not force and not build:
+                return self.last_report
+            if build or force:
+                report = self.index.build(progress=progress, force=force)
+                for warning in report.warnings:
+                    log.warning("%s: %s", self.character.id, warning)
+                self.last_report = report
+            self._ready = True
+            return self.last_report
+
+    # ------------------------------------------------------------ a turn
+
+    async def build(
+        self,
+        user_text: str,
+        *,
+        user_id: str,
+        recent: Sequence[ChatMessage] = (),
+        budget_tokens: int,
+        count_tokens: TokenCounter,
+        user_name: str | None = None,
+    ) -> list[ContextBlock]:
+        retrieved = await asyncio.to_thread(
+            self.retrieve,
+            user_text,
+            user_id=user_id,
+            recent=recent,
+            budget_tokens=budget_tokens,
+            count_tokens=count_tokens,
+            user_name=user_name,
+        )
+        return retrieved.blocks
+
+    def retrieve(
+        self,
+        user_text: str,
+        *,
+        user_id: str,
+        recent: Sequence[ChatMessage] = (),
+        budget_tokens: int,
+        count_tokens: TokenCounter,
+        user_name: str | None = None,
+    ) -> Retrieved:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        if not self._ready:
+            self.prepare()
+        timings["prepare"] = _ms(started)
+        s = self.settings
+        char = self.character.card.name
+        user = user_name or "{{user}}"
+        out = Retrieved(blocks=[], timings_ms=timings)
+        remaining = max(0, budget_tokens)
+        carry = 0
+
+        def allowance(share: float) -> int:
+            return min(remaining, int(budget_tokens * share) + carry)
+
+        # 1. lorebook: deterministic, scanned over the recent chat with speaker names
+        mark = time.perf_counter()
+        cap = allowance(s.shares.lorebook)
+        if self.book_budget:
+            cap = min(cap, self.book_budget)
+        messages = [f"{user if m.role == 'user' else char}: {m.content}" for m in recent if m.role != "system"]
+        messages.append(f"{user}: {user_text}")
+        used = 0
+        if len(self.world):
+            for activation in self.world.scan(messages, budget_tokens=cap, count_tokens=count_tokens, user=user):
+                entry = activation.entry
+                out.blocks.append(ContextBlock(kind="lorebook", text=entry.content.strip(),
+                                               source=f"lorebook:{entry.label}", score=None))  # fmt: skip
+                used += activation.tokens
+        carry, remaining = cap - used, remaining - used
+        out.tokens["lorebook"] = used
+        timings["lorebook"] = _ms(mark)
+
+        # one query vector for memory, knowledge and lines
+        mark = time.perf_counter()
+        query = self._query_text(user_text, recent)
+        vector = self.embedder.embed_queries([query])[0]
+        timings["embed"] = _ms(mark)
+
+        # 2. memory of this user
+        mark = time.perf_counter()
+        cap = allowance(s.shares.memory)
+        used = 0
+        if s.memory and s.memory_k:
+            try:
+                memories = self.memory.recall(user_id, user_text, k=s.memory_k, vector=vector)
+            except StoreError as error:
+                log.warning("memory recall failed for %s: %s", self.character.id, error)
+                memories = []
+            for memory, text in zip(memories, render(memories), strict=True):
+                tokens = count_tokens(text)
+                if used + tokens > cap:
+                    continue
+                used += tokens
+                out.blocks.append(ContextBlock(kind="memory", text=text, source=f"memory:{memory.id}",
+                                               score=round(memory.score, 4)))  # fmt: skip
+        carry, remaining = cap - used, remaining - used
+        out.tokens["memory"] = used
+        timings["memory"] = _ms(mark)
+
+        # 3. knowledge, 4. classic lines
+        for kind, block_kind, k, share in (
+            ("lore", "knowledge", s.lore_k, s.shares.knowledge),
+            ("line", "classic_line", s.lines_k, s.shares.classic_line),
+        ):
+            mark = time.perf_counter()
+            cap = allowance(share)
+            used = 0
+            for hit in self._relevant(self._search(query, kind, k, vector))[:k]:
+                tokens = count_tokens(hit.text)
+                if used + tokens > cap:
+                    continue
+                used += tokens
+                out.blocks.append(ContextBlock(kind=block_kind, text=hit.text, source=hit.source,
+                                               score=round(hit.score, 5)))  # fmt: skip
+            carry, remaining = cap - used, remaining - used
+            out.tokens[block_kind] = used
+            timings[block_kind] = _ms(mark)
+        timings["total"] = _ms(started)
+        return out
+
+    def _search(self, query: str, kind: str, k: int, vector: np.ndarray) -> list[Hit]:
+        if k <= 0:
+            return []
+        try:
+            return self.index.search(query, kind=kind, k=k * 2, vector=vector)  # type: ignore[arg-type]
+        except StoreError as error:
+            log.warning("knowledge search failed for %s (%s); run `companion knowledge build %s`",
+                        self.character.id, error, self.character.id)  # fmt: skip
+            return []
+
+    def _relevant(self, hits: list[Hit]) -> list[Hit]:
+        """Hits that are about the turn: close enough in meaning, or sharing words and nearly so."""
+        floor = self.embedder.relevance_floor
+        keep = []
+        for hit in hits:
+            cosine = hit.cosine if hit.cosine is not None else 0.0
+            if cosine >= floor or (hit.lexical_rank is not None and cosine >= floor - LEXICAL_GRACE):
+                keep.append(hit)
+        return keep
+
+    @staticmethod
+    def _query_text(user_text: str, recent: Sequence[ChatMessage]) -> str:
+        """The user's turn; a very short one ("why?", "然后呢") is read with the message before it."""
+        text = user_text.strip()
+        if len(text) < SHORT_QUERY_CHARS and recent:
+            return f"{recent[-1].content.strip()}\n{text}"
+        return text
+
+    # ------------------------------------------------------------ memory
+
+    async def remember(self, user_id: str, user_text: str, reply: str) -> None:
+        if not self.settings.memory:
+            return
+        try:
+            await asyncio.to_thread(self.memory.remember, user_id, user_text, reply)
+        except StoreError as error:
+            log.warning("could not store memory for %s: %s", self.character.id, error)
+
+    async def forget(self, user_id: str) -> int:
+        """/forget: everything this character remembers about the user."""
+        return await asyncio.to_thread(self.memory.forget, user_id)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
