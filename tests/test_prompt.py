@@ -19,7 +19,9 @@ CARD = CardData(
     scenario="A bakery at dawn.",
     system_prompt="{{original}} Never break character.",
     post_history_instructions="Reply in one or two sentences.",
-    mes_example="<START>\n{{user}}: Hi\n{{char}}: Welcome in!\n<START>\n{{user}}: Bread?\n{{char}}: Fresh from the oven!",
+    mes_example=(
+        "<START>\n{{user}}: Hi\n{{char}}: Welcome in!\n<START>\n{{user}}: Bread?\n{{char}}: Fresh from the oven!"
+    ),
 )
 
 
