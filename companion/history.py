@@ -63,6 +63,23 @@ class HistoryStore:
                 rows,
             )
 
+    def revise_last_reply(self, key: ConversationKey, content: str) -> bool:
+        """Replace her last message with `content` and mark it interrupted (after a barge-in: what the
+        user actually heard); empty content deletes it. False when there is no reply to revise."""
+        where = "character=? AND user=? AND channel=?"
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT id, role FROM messages WHERE {where} ORDER BY id DESC LIMIT 1",
+                (key.character, key.user, key.channel),
+            ).fetchone()
+            if row is None or row[1] != "assistant":
+                return False
+            if content.strip():
+                self._db.execute("UPDATE messages SET content=?, interrupted=1 WHERE id=?", (content, row[0]))
+            else:
+                self._db.execute("DELETE FROM messages WHERE id=?", (row[0],))
+        return True
+
     def clear(self, key: ConversationKey) -> int:
         with self._lock:
             cursor = self._db.execute(

