@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 CONVERTER_VERSION = 1
 _PERMUTED_ARCHS = {"llama"}  # archs whose q/k rows convert_hf_to_gguf permutes for RoPE
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<part>A|B)(?:\.(?P<adapter>[^.]+))?\.weight$")
