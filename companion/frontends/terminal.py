@@ -11,7 +11,10 @@ from companion.events import ContextEvent, TextDeltaEvent
 from companion.history import ConversationKey
 from companion.session import Companion
 
-HELP = "/reset  start over (forget this conversation)\n/quit   leave\n/help   this text"
+HELP = (
+    "/reset  start over (forget this conversation)\n/forget forget what she remembers about you\n"
+    "/quit   leave\n/help   this text"
+)
 
 
 class TerminalChat:
@@ -57,6 +60,10 @@ class TerminalChat:
                 return
             if command == "/help":
                 print(HELP)
+                continue
+            if command == "/forget":
+                count = await self.companion.forget(self.key)
+                self.status.print(f"[dim](she forgot {count} things she remembered about you)[/]")
                 continue
             if command == "/reset":
                 self.companion.reset(self.key)
