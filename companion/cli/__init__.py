@@ -8,6 +8,7 @@ import typer
 
 from companion.cli import character as character_cli
 from companion.cli import chat as chat_cli
+from companion.cli import serve as serve_cli
 from companion.cli import knowledge as knowledge_cli
 from companion.cli.common import fail_cleanly
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.add_typer(character_cli.app, name="character")
 app.add_typer(knowledge_cli.app, name="knowledge")
 chat_cli.register(app)
+serve_cli.register(app)
 
 
 def main() -> None:
