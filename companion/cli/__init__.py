@@ -9,6 +9,7 @@ import typer
 from companion.cli import character as character_cli
 from companion.cli import chat as chat_cli
 from companion.cli import serve as serve_cli
+from companion.cli import voice as voice_cli
 from companion.cli import knowledge as knowledge_cli
 from companion.cli.common import fail_cleanly
 
@@ -27,6 +28,10 @@ serve_cli.register(app)
 def main() -> None:
     with fail_cleanly():
         app(prog_name="companion")
+voice_cli.register(app)
+from companion.cli import train as train_cli  # noqa: E402
+
+train_cli.register(app)
 
 
 if __name__ == "__main__":

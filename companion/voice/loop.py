@@ -1,0 +1,389 @@
+"""The live conversation: audio frames in, her voice out, and the user may cut her off.
+
+    frames -> Endpointer (Silero) --pause--> speculative transcript (ready by the time...)
+                                  --end----> ...the silence window closes -> turn
+                                  --start--> while she talks: barge-in
+    turn: Companion.turn (TextStage, SpeechStage) -> Player; barge-in stops the player, closes the
+    turn (the LLM stops at its next token) and history keeps what the user actually heard.
+
+Devices are outside: `Player` implementations play audio (sounddevice, or a virtual clock for
+tests and headless runs) and any async iterator of 16 kHz float32 frames is a microphone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from companion.events import AudioEvent, ErrorEvent, Event, InterruptedEvent, TranscriptEvent, TurnEndEvent
+from companion.history import ConversationKey
+from companion.voice.asr import ASR, Transcript
+from companion.voice.audio import read_wav_b64
+from companion.voice.pipeline import heard_text
+from companion.voice.vad import Endpointer, VadEvent
+
+log = logging.getLogger(__name__)
+
+
+# -- playback -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Segment:
+    index: int
+    text: str
+    samples: np.ndarray
+    rate: int
+    played: int = 0
+
+
+class Player(Protocol):
+    def play(self, event: AudioEvent) -> None: ...
+
+    def stop(self) -> list[tuple[str, float]]:
+        """Stop at once; [(sentence text, share of it played)] for what was queued since the last stop."""
+        ...
+
+    @property
+    def playing(self) -> bool: ...
+
+    async def drain(self) -> None:
+        """Wait until everything queued has been played."""
+        ...
+
+
+class TimelinePlayer:
+    """Bookkeeping every player shares: queued segments per sentence and how much of each played."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[_Segment] = deque()
+        self._sentences: dict[int, list[Any]] = {}  # index -> [text, total samples@rate, played samples, rate]
+        self._done = threading.Event()
+        self._done.set()
+
+    def play(self, event: AudioEvent) -> None:
+        audio = read_wav_b64(event.audio_wav_b64)
+        segment = _Segment(event.sentence_index, event.text, audio.samples, audio.sample_rate)
+        with self._lock:
+            entry = self._sentences.setdefault(event.sentence_index, [event.text, 0, 0, audio.sample_rate])
+            entry[1] += len(audio.samples)
+            self._queue.append(segment)
+            self._done.clear()
+        self._started()
+
+    def _started(self) -> None:
+        pass
+
+    def _advance(self, count: int) -> list[tuple[np.ndarray, int]]:
+        """Consume up to `count` samples' worth of queued audio (at each segment's own rate)."""
+        out = []
+        with self._lock:
+            while count > 0 and self._queue:
+                segment = self._queue[0]
+                take = min(count, len(segment.samples) - segment.played)
+                out.append((segment.samples[segment.played : segment.played + take], segment.rate))
+                segment.played += take
+                self._sentences[segment.index][2] += take
+                count -= take
+                if segment.played >= len(segment.samples):
+                    self._queue.popleft()
+            if not self._queue:
+                self._done.set()
+        return out
+
+    def stop(self) -> list[tuple[str, float]]:
+        with self._lock:
+            self._sync()
+            spoken = [
+                (text, (played / total) if total else 0.0)
+                for _, (text, total, played, _) in sorted(self._sentences.items())
+            ]
+            self._queue.clear()
+            self._sentences.clear()
+            self._done.set()
+        return spoken
+
+    def _sync(self) -> None:
+        pass
+
+    def forget_turn(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self._sentences.clear()
+
+    @property
+    def playing(self) -> bool:
+        with self._lock:
+            self._sync()
+            return bool(self._queue)
+
+    async def drain(self) -> None:
+        while True:
+            with self._lock:
+                self._sync()
+                if not self._queue:
+                    return
+            await asyncio.sleep(0.02)
+
+
+class VirtualPlayer(TimelinePlayer):
+    """Plays into the void in real time (a listener's clock): for tests and headless barge-in."""
+
+    def __init__(self, speed: float = 1.0) -> None:
+        super().__init__()
+        self.speed = speed
+        self._clock: float | None = None
+        self.played: list[AudioEvent] = []
+
+    def play(self, event: AudioEvent) -> None:
+        self.played.append(event)
+        super().play(event)
+
+    def _started(self) -> None:
+        with self._lock:
+            if self._clock is None:
+                self._clock = time.monotonic()
+
+    def _sync(self) -> None:  # called with the lock held
+        if self._clock is None:
+            return
+        now = time.monotonic()
+        elapsed = (now - self._clock) * self.speed
+        self._clock = now
+        while elapsed > 0 and self._queue:
+            segment = self._queue[0]
+            left = (len(segment.samples) - segment.played) / segment.rate
+            step = min(left, elapsed)
+            take = min(len(segment.samples) - segment.played, max(1, round(step * segment.rate)))
+            segment.played += take
+            self._sentences[segment.index][2] += take
+            elapsed -= step
+            if segment.played >= len(segment.samples):
+                self._queue.popleft()
+        if not self._queue:
+            self._clock = None
+            self._done.set()
+
+    def stop(self) -> list[tuple[str, float]]:
+        spoken = super().stop()
+        self._clock = None
+        return spoken
+
+
+# -- the conversation -----------------------------------------------------------------------
+
+
+class VoiceAgent:
+    """A companion that hears (ASR) and speaks (her processors include TextStage/SpeechStage)."""
+
+    def __init__(
+        self,
+        companion: Any,
+        asr: ASR,
+        key: ConversationKey,
+        *,
+        languages: Sequence[str] | None = None,
+        user_name: str | None = None,
+    ) -> None:
+        self.companion = companion
+        self.asr = asr
+        self.key = key
+        self.languages = list(languages or []) or None
+        self.user_name = user_name
+
+    async def transcribe(self, audio: np.ndarray) -> Transcript:
+        return await asyncio.to_thread(self.asr.transcribe, audio, languages=self.languages)
+
+    def turn(self, text: str) -> AsyncIterator[Event]:
+        return self.companion.turn(self.key, text, user_name=self.user_name)
+
+    def record_heard(self, heard: str) -> None:
+        self.companion.record_heard(self.key, heard)
+
+
+@dataclass
+class TurnTiming:
+    """Seconds from the end of the user's speech (as the VAD placed it in the audio)."""
+
+    speech_end: float
+    confirmed: float | None = None
+    transcript: float | None = None
+    first_text: float | None = None
+    first_audio: float | None = None
+    done: float | None = None
+    marks: dict[str, float] = field(default_factory=dict)
+
+
+class LiveLoop:
+    """Runs the conversation over a stream of 16 kHz frames; `emit` receives every event for display."""
+
+    def __init__(
+        self,
+        agent: VoiceAgent,
+        endpointer: Endpointer,
+        player: Player,
+        emit: Callable[[Event], None],
+        *,
+        barge_in: bool = True,
+        barge_in_ms: int = 300,
+    ) -> None:
+        self.agent = agent
+        self.endpointer = endpointer
+        self.player = player
+        self.emit = emit
+        self.barge_in = barge_in
+        self.barge_in_ms = barge_in_ms
+        self._turn: asyncio.Task | None = None
+        self._speculative: tuple[float, asyncio.Task] | None = None
+        self._stream_clock: tuple[float, float] | None = None  # (stream seconds, monotonic) at the last frame
+        self._samples_seen = 0
+        self._pending_barge: float | None = None
+        self.timings: list[TurnTiming] = []
+        self.turns = 0
+
+    @property
+    def speaking(self) -> bool:
+        return (self._turn is not None and not self._turn.done()) or self.player.playing
+
+    def stream_time(self) -> float:
+        return self._samples_seen / 16000
+
+    async def run(self, frames: AsyncIterator[np.ndarray]) -> None:
+        try:
+            async for frame in frames:
+                await self.feed(frame)
+            for event in self.endpointer.flush():
+                await self._handle(event)
+            if self._turn is not None:
+                await asyncio.gather(self._turn, return_exceptions=True)
+        finally:
+            await self.close()
+
+    async def feed(self, frame: np.ndarray) -> None:
+        self._samples_seen += len(frame)
+        self._stream_clock = (self.stream_time(), time.monotonic())
+        for event in self.endpointer.feed(frame):
+            await self._handle(event)
+        if self._pending_barge is not None and self.stream_time() - self._pending_barge >= self.barge_in_ms / 1000:
+            self._pending_barge = None
+            if self.endpointer.in_speech and self.speaking:
+                await self.interrupt()
+
+    def _wall_of(self, stream_seconds: float) -> float:
+        """The monotonic time at which a moment of the input stream was captured."""
+        if self._stream_clock is None:
+            return time.monotonic()
+        at, wall = self._stream_clock
+        return wall - (at - stream_seconds)
+
+    async def _handle(self, event: VadEvent) -> None:
+        if event.kind == "start":
+            if self.barge_in and self.speaking:
+                self._pending_barge = event.time  # confirmed once it lasts barge_in_ms
+        elif event.kind == "pause":
+            self._speculative = (event.time, asyncio.create_task(self.agent.transcribe(event.audio)))
+        elif event.kind == "resume":
+            self._speculative = None
+        elif event.kind == "end":
+            await self._utterance(event)
+
+    async def _utterance(self, event: VadEvent) -> None:
+        timing = TurnTiming(speech_end=self._wall_of(event.time))
+        timing.confirmed = time.monotonic() - timing.speech_end
+        speculative, self._speculative = self._speculative, None
+        if speculative is not None and abs(speculative[0] - event.time) < 1e-6:
+            transcript = await speculative[1]
+        else:
+            transcript = await self.agent.transcribe(event.audio)
+        timing.transcript = time.monotonic() - timing.speech_end
+        if transcript.empty:
+            log.info("heard no words (%.1fs of audio)", transcript.duration)
+            return
+        if self.speaking:
+            if not self.barge_in:
+                log.info("ignored while she speaks (barge-in off): %s", transcript.text)
+                return
+            await self.interrupt()
+        self.emit(TranscriptEvent(text=transcript.text, language=transcript.language))
+        self.timings.append(timing)
+        self._turn = asyncio.create_task(self._run_turn(transcript.text, timing))
+
+    async def _run_turn(self, text: str, timing: TurnTiming) -> None:
+        self.turns += 1
+        forget = getattr(self.player, "forget_turn", None)
+        if forget:
+            forget()
+        try:
+            async for event in self.agent.turn(text):
+                now = time.monotonic() - timing.speech_end
+                if event.type == "text_delta" and timing.first_text is None:
+                    timing.first_text = now
+                if isinstance(event, AudioEvent):
+                    if timing.first_audio is None:
+                        timing.first_audio = now
+                    self.player.play(event)
+                self.emit(event)
+            await self.player.drain()
+        except Exception as error:  # a broken turn must not end the conversation
+            log.exception("turn failed")
+            self.emit(ErrorEvent(message=str(error), code="turn"))
+        finally:
+            timing.done = time.monotonic() - timing.speech_end
+
+    async def interrupt(self) -> str:
+        """Barge-in: silence her, stop generating, and keep in history what was heard."""
+        spoken = self.player.stop()
+        task, self._turn = self._turn, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        heard = heard_text(spoken)
+        self.agent.record_heard(heard)
+        self.emit(InterruptedEvent(heard_text=heard))
+        return heard
+
+    async def close(self) -> None:
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._turn
+
+
+async def frames_from_array(
+    samples: np.ndarray, frame_ms: int = 20, realtime: bool = False, rate: int = 16000
+) -> AsyncIterator[np.ndarray]:
+    """A recording as a microphone would deliver it (in real time, or as fast as it is read)."""
+    size = int(rate * frame_ms / 1000)
+    start = time.monotonic()
+    for i in range(0, len(samples), size):
+        if realtime:
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)
+        yield samples[i : i + size]
+
+
+def turn_summary(events: Sequence[Event]) -> dict[str, Any]:
+    reply = next((e.text for e in events if isinstance(e, TurnEndEvent)), "")
+    return {
+        "reply": reply,
+        "sentences": [
+            e.model_dump(include={"index", "text", "emotion", "actions"}) for e in events if e.type == "sentence"
+        ],
+        "expressions": [e.model_dump(include={"emotion", "expression"}) for e in events if e.type == "expression"],
+        "errors": [e.message for e in events if e.type == "error"],
+    }
