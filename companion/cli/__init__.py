@@ -22,16 +22,13 @@ app = typer.Typer(
 app.add_typer(character_cli.app, name="character")
 app.add_typer(knowledge_cli.app, name="knowledge")
 chat_cli.register(app)
+voice_cli.register(app)
 serve_cli.register(app)
 
 
 def main() -> None:
     with fail_cleanly():
         app(prog_name="companion")
-voice_cli.register(app)
-from companion.cli import train as train_cli  # noqa: E402
-
-train_cli.register(app)
 
 
 if __name__ == "__main__":
