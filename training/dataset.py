@@ -44,7 +44,7 @@ from companion import atomic
 from companion.card.model import CardData
 from companion.errors import CompanionError
 from companion.prompt import NEW_CHAT_MARKER, persona_prompt
-from training.cleaning import CleanConfig, Tally, clean_conversation, count_tokens, select_qa
+from training.cleaning import MEDIA, CleanConfig, Tally, clean_conversation, count_tokens, select_qa
 from training.conversation import Conversation, Message
 from training.dedupe import Deduplicator
 from training.importers import Detection
@@ -147,10 +147,15 @@ def role_turns(conversation: Conversation, tally: Tally) -> list[tuple[str, str]
     name_them = len(others) > 1
     turns: list[tuple[str, str]] = []
     for message in conversation.messages:
-        if message.role == "assistant" and message.kind == "media":
-            tally.dropped_messages["media-only reply"] += 1
-            continue
         text = message.text
+        if message.role == "assistant":  # the character never "sends" a placeholder: keep her words only
+            words = "\n".join(line for line in text.split("\n") if not MEDIA.match(line.strip()))
+            if not words.strip():
+                tally.dropped_messages["media-only reply"] += 1
+                continue
+            if words != text:
+                tally.dropped_messages["media placeholder removed from a reply"] += 1
+            text = words
         if message.role == "user" and name_them and message.speaker and not text.startswith("（"):
             text = _label(message.speaker) + text
         role = message.role or "user"

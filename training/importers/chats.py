@@ -84,11 +84,13 @@ class SillyTavernChat(BaseImporter):
         yield Conversation(messages=messages, source=path.name, meta=meta)
 
 
-SCENE_LINE = re.compile(r"^\s*([^:：「」\s][^:：「」]{0,40}?)\s*[:：]\s*「(.*)」\s*$")
-SCENE_LOOSE = re.compile(r"^\s*([^:：「」\s][^:：「」]{0,40}?)\s*[:：]\s*「(.*)$")
+_STAGE = r"(?:[（(][^)）]{0,80}[)）]\s*)?"  # 春日:(打出好球)「...」
+SCENE_LINE = re.compile(rf"^\s*([^:：「」\s][^:：「」]{{0,40}}?)?\s*[:：]\s*{_STAGE}「(.*)」\s*$")
+SCENE_LOOSE = re.compile(rf"^\s*([^:：「」\s][^:：「」]{{0,40}}?)?\s*[:：]\s*{_STAGE}「(.*)$")
 SCENE_QUOTED = re.compile(r"^\s*([^:：「」\"“\s][^:：「」\"“]{0,40}?)\s*[:：]\s*[\"“](.*)[\"”]\s*$")
 NARRATION = re.compile(r"^\s*[（(](.*)[)）]\s*$")
 SCENE_MARKERS = {"'''scene'''", "scene", "场景", "旁白", "narrator", "narration"}
+MARKER_LINE = re.compile(r"^\s*(?:'''Scene'''|Scene|场景|旁白|Narrator|Narration)\s*[:：]\s*(.*)$", re.I)
 
 
 def parse_scene(text: str, path: Path) -> list[Message]:
@@ -99,20 +101,20 @@ def parse_scene(text: str, path: Path) -> list[Message]:
             continue
         match = SCENE_LINE.match(line) or SCENE_LOOSE.match(line) or SCENE_QUOTED.match(line)
         if match:
-            speaker, said = match.group(1).strip(), match.group(2).strip().rstrip("」")
+            speaker, said = (match.group(1) or "").strip(), match.group(2).strip().rstrip("」")
             tail = ""
             stage = re.search(r"」\s*[（(](.*)[)）]\s*$", line)
             if stage:  # 春日:「那里」(春日指向操场...) keeps only the words
                 said = line[line.index("「") + 1 : stage.start()].strip()
                 tail = stage.group(1)
-            if speaker.lower().strip("'") in {m.strip("'") for m in SCENE_MARKERS}:
+            if not speaker or speaker.lower().strip("'") in {m.strip("'") for m in SCENE_MARKERS}:
                 messages.append(Message(text=said, kind="narration", source=source_label(path, number)))
                 continue
             messages.append(Message(speaker=speaker, text=said, source=source_label(path, number)))
             if tail:
                 messages.append(Message(text=tail, kind="narration", source=source_label(path, number)))
             continue
-        narration = NARRATION.match(line)
+        narration = NARRATION.match(line) or MARKER_LINE.match(line)
         messages.append(
             Message(text=narration.group(1) if narration else line, kind="narration", source=source_label(path, number))
         )
@@ -130,7 +132,11 @@ class SceneScript(BaseImporter):
         lines = [line for line in sniff_text(path, 8192).split("\n")[:50] if line.strip() and line.strip() != "---"]
         if not lines:
             return 0.0
-        hits = sum(1 for line in lines if SCENE_LINE.match(line) or SCENE_LOOSE.match(line) or SCENE_QUOTED.match(line))
+        hits = sum(
+            1
+            for line in lines
+            if SCENE_LINE.match(line) or SCENE_LOOSE.match(line) or SCENE_QUOTED.match(line) or MARKER_LINE.match(line)
+        )
         return 0.9 if hits >= max(1, len(lines) * 0.6) else (0.4 if hits >= 2 else 0.0)
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Conversation]:

@@ -84,7 +84,8 @@ ZH_PRONOUNS = {"他", "她", "我", "你", "它", "他们", "她们", "我们"}
 EN_VERBS = (
     r"said|says|asked|asks|replied|replies|answered|cried|shouted|whispered|muttered|exclaimed|added|continued|"
     r"called|remarked|observed|returned|began|murmured|screamed|yelled|laughed|sighed|snapped|demanded|insisted|"
-    r"explained|agreed|repeated|declared|interrupted|inquired|enquired|responded|thought|went on|told \w+"
+    r"explained|agreed|repeated|declared|interrupted|inquired|enquired|responded|thought|went on|told \w+|"
+    r"announced|suggested|protested|admitted|warned|pleaded|begged|promised|wondered|whispered|breathed|groaned"
 )
 EN_NAME = (
     r"(?:(?:Mr|Mrs|Ms|Miss|Dr|Sir|Lady|Lord|Captain|Aunt|Uncle|Professor)\.? )?[A-Z][a-z'’]+(?: [A-Z][a-z'’]+){0,2}"
@@ -311,9 +312,9 @@ class NovelReader:
                 cursor = quote.end
                 if speaker == "" and paragraph_speaker:
                     speaker = paragraph_speaker  # 因问：“…” continues the paragraph's speaker
-                alternating = len(previous_speakers) >= 2 and previous_speakers[-1] != previous_speakers[-2]
-                if speaker == "" and whole_paragraph_quote and last_was_dialogue_paragraph and alternating:
-                    speaker = previous_speakers[-2]  # alternating two-person dialogue
+                turns = [name for i, name in enumerate(previous_speakers) if i == 0 or name != previous_speakers[i - 1]]
+                if speaker == "" and whole_paragraph_quote and last_was_dialogue_paragraph and len(turns) >= 2:
+                    speaker = turns[-2]  # alternating two-person dialogue
                 speaker = speaker or UNKNOWN
                 if speaker != UNKNOWN:
                     paragraph_speaker = speaker
@@ -321,7 +322,7 @@ class NovelReader:
                 yield Line(speaker, quote.text.strip(), 0, index, number), gap
                 gap = 0
             gap += len(paragraph[cursor:])
-            last_was_dialogue_paragraph = whole_paragraph_quote or paragraph.startswith((*OPENERS, '"'))
+            last_was_dialogue_paragraph = True
 
     def attribute(self, paragraph: str, quote: Quote, quotes: list[Quote], index: int) -> str | None:
         """The speaker; '' for speech of unknown speaker; None when the quote is not speech."""
@@ -374,7 +375,9 @@ class NovelReader:
         self, paragraph: str, quote: Quote, quotes: list[Quote], index: int, before: str, after: str
     ) -> str | None:
         def name_of(found: str) -> str:
-            return "" if found.lower() in EN_PRONOUNS else found
+            if found.lower() not in EN_PRONOUNS:
+                return found
+            return self._paragraph_subject_en(paragraph, quotes) if found.lower() in ("he", "she") else ""
 
         match = EN_AFTER.match(after) or EN_AFTER_NAME_FIRST.match(after)
         if match and match.group("name") not in EN_NOT_NAMES:
@@ -391,6 +394,18 @@ class NovelReader:
         words = quote.text.split()
         if len(words) < 3 and not quote.text.rstrip().endswith(("!", "?", ".", ",")):
             return None  # a term in quotes
+        return ""
+
+    def _paragraph_subject_en(self, paragraph: str, quotes: list[Quote]) -> str:
+        """he/she: the name opening a narration sentence of the same paragraph (Tom folded the
+        paper. "..." he replied), else unknown."""
+        narration = paragraph
+        for quote in reversed(quotes):
+            narration = narration[: quote.start] + " | " + narration[quote.end :]
+        for sentence in re.split(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)[.!?|]\s*", narration):
+            match = re.match(rf"\s*({EN_NAME})\b", sentence)
+            if match and match.group(1).split()[0] not in EN_NOT_NAMES:
+                return match.group(1)
         return ""
 
 

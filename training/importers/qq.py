@@ -98,7 +98,11 @@ class QQText(BaseImporter):
                 peer = section.group(1).strip()
                 continue
             grouping = GROUP.match(line)
-            if grouping and pending is None:
+            if grouping:
+                flush()
+                if messages:
+                    yield conversation()
+                messages.clear()
                 group = grouping.group(1).strip()
                 continue
             if RULE.match(line):
