@@ -76,6 +76,15 @@ class Companion:
     def reset(self, key: ConversationKey) -> None:
         self.history.clear(key)
 
+    async def forget(self, key: ConversationKey) -> int:
+        """/forget: drop everything she remembers about this user (per-user memory); returns how much."""
+        count = 0
+        for source in self.context_sources:
+            forget = getattr(source, "forget", None)
+            if forget is not None:
+                count += await forget(key.user)
+        return count
+
     def generation_params(self, user_name: str) -> GenerationParams:
         s = self.settings
         return GenerationParams(
@@ -157,7 +166,13 @@ def build_companion(character_id: str, settings: Settings) -> Companion:
     character = find_character(character_id, settings.character_search_path)
     llm_spec = settings.llm.merged(character.settings.llm.model_dump(exclude_none=True))
     llm = shared_plugin("llm", llm_spec, settings)
-    return Companion(character=character, settings=settings, llm=llm, history=history_store(settings))
+    from knowledge.retrieval import ContextBuilder  # lorebook, knowledge, classic lines, per-user memory
+
+    knowledge = ContextBuilder.for_character(character, settings)
+    knowledge.start()  # the index is checked (or built) in the background while the model loads
+    return Companion(
+        character=character, settings=settings, llm=llm, history=history_store(settings), context_sources=[knowledge]
+    )
 
 
 _shared: dict[tuple[str, str, str], object] = {}
