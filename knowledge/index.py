@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,10 @@ class _FileEntry:
 ProgressCallback = Callable[[BuildProgress], None]
 
 
+class BuildCancelled(Exception):
+    """A build stopped on request; the next build resumes where it stopped."""
+
+
 class KnowledgeIndex:
     def __init__(
         self,
@@ -216,7 +221,10 @@ class KnowledgeIndex:
 
     # ------------------------------------------------------------ build
 
-    def build(self, *, progress: ProgressCallback | None = None, force: bool = False) -> BuildReport:
+    def build(
+        self, *, progress: ProgressCallback | None = None, force: bool = False, cancel: threading.Event | None = None
+    ) -> BuildReport:
+        """Bring the index in line with the corpus. `cancel` stops it between batches."""
         started = time.perf_counter()
         report = BuildReport()
         problem = None if force else self.verify()
@@ -273,7 +281,9 @@ class KnowledgeIndex:
                     chunks_so_far = report.chunks_added + chunks
                     progress(BuildProgress(done, total_bytes, i, len(todo), chunks_so_far, entry.rel))
 
-            added = self._index_file(entry, config, matcher, report, tick)
+            if cancel is not None and cancel.is_set():
+                raise BuildCancelled(f"stopped after {i} of {len(todo)} files")
+            added = self._index_file(entry, config, matcher, report, tick, cancel)
             report.chunks_added += added
             done_bytes += entry.size
             if progress:
@@ -421,7 +431,9 @@ class KnowledgeIndex:
             yield from chunking.chunk_lore(text.lines(), count=count, max_tokens=lore_tokens,
                                            overlap=s.overlap_sentences)  # fmt: skip
 
-    def _index_file(self, entry: _FileEntry, config: str, matcher: SpeakerMatcher, report: BuildReport, tick) -> int:
+    def _index_file(
+        self, entry: _FileEntry, config: str, matcher: SpeakerMatcher, report: BuildReport, tick, cancel=None
+    ) -> int:
         text = self._open(entry, report)
         base = {"file_hash": entry.hash, "config": config, "bytes": entry.size}
         if text is None:
@@ -442,6 +454,8 @@ class KnowledgeIndex:
                     self._write_batch(entry, batch)
                     batch = []
                     tick(n)
+                    if cancel is not None and cancel.is_set():
+                        raise BuildCancelled(f"stopped in {entry.rel}")
             self._write_batch(entry, batch)
         except (ValueError, UnicodeError) as error:
             message = f"skipped {entry.path}: {error}"

@@ -17,6 +17,7 @@ worker thread so the event loop keeps streaming.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from companion.config import PluginSpec, Settings
 from companion.events import ContextBlock
 from companion.messages import ChatMessage
 from knowledge.embedders import Embedder
-from knowledge.index import BuildReport, CorpusSource, Hit, KnowledgeIndex, ProgressCallback
+from knowledge.index import BuildCancelled, BuildReport, CorpusSource, Hit, KnowledgeIndex, ProgressCallback
 from knowledge.lorebook import WorldInfo
 from knowledge.memory import MemoryStore, render
 from knowledge.settings import KnowledgeSettings
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
 SHORT_QUERY_CHARS = 6
+READY_WAIT_S = 10.0  # a turn waits this long for an index check or a small build before going on without it
 LEXICAL_GRACE = 0.04  # a BM25 match may sit this far under the cosine floor and still count
 
 _plugins: dict[tuple[str, str, str], Any] = {}
@@ -87,7 +89,11 @@ class ContextBuilder:
         self.book_budget = character.card.character_book.token_budget if character.card.character_book else None
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._builder_thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._warned_building = False
         self.last_report: BuildReport | None = None
+        self.ready_wait_s = READY_WAIT_S
 
     @classmethod
     def for_character(cls, character, settings: Settings) -> ContextBuilder:
@@ -105,19 +111,49 @@ class ContextBuilder:
     def prepare(
         self, *, progress: ProgressCallback | None = None, force: bool = False, build: bool | None = None
     ) -> BuildReport | None:
-        """Bring the index up to date with the corpus (cheap when nothing changed). Turns call
-        this implicitly and build only when `knowledge.auto_build` is on."""
+        """Bring the index up to date with the corpus, blocking (cheap when nothing changed).
+        Without `build`, builds only when `knowledge.auto_build` is on."""
         build = self.settings.auto_build if build is None else build
         with self._ready_lock:
-            if self._ready and not force and not build:
-                return self.last_report
             if build or force:
-                report = self.index.build(progress=progress, force=force)
+                report = self.index.build(progress=progress, force=force, cancel=self._cancel)
                 for warning in report.warnings:
                     log.warning("%s: %s", self.character.id, warning)
                 self.last_report = report
             self._ready = True
             return self.last_report
+
+    def start(self) -> None:
+        """Bring the index up to date in a background thread (chat starts at once; knowledge
+        joins the turns when the index is ready). Stopped cleanly when the process exits."""
+        if self._ready or self._builder_thread is not None:
+            return
+        self._builder_thread = threading.Thread(target=self._background_build, name=f"index-{self.character.id}",
+                                                daemon=True)  # fmt: skip
+        _running.add(self)
+        self._builder_thread.start()
+
+    def _background_build(self) -> None:
+        try:
+            self.prepare()
+        except BuildCancelled:
+            pass
+        except Exception as error:  # a failed build must not take the chat down
+            log.error("building the knowledge index of %s failed: %s", self.character.id, error)
+        finally:
+            _running.discard(self)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask a background build to stop after its current batch and wait for it."""
+        self._cancel.set()
+        if self._builder_thread is not None:
+            self._builder_thread.join(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        self.start()
+        if self._builder_thread is not None:
+            self._builder_thread.join(timeout)
+        return self._ready
 
     # ------------------------------------------------------------ a turn
 
@@ -154,8 +190,12 @@ class ContextBuilder:
     ) -> Retrieved:
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        if not self._ready:
-            self.prepare()
+        index_ready = self._ready or self.wait_ready(self.ready_wait_s)
+        if not index_ready and not self._warned_building:
+            self._warned_building = True
+            log.warning("the knowledge index of %s is still being built; until it is ready turns use the lorebook "
+                        "and memory only (`companion knowledge build %s` builds it in the foreground)",
+                        self.character.id, self.character.id)  # fmt: skip
         timings["prepare"] = _ms(started)
         s = self.settings
         char = self.character.card.name
@@ -214,8 +254,8 @@ class ContextBuilder:
 
         # 3. knowledge, 4. classic lines
         for kind, block_kind, k, share in (
-            ("lore", "knowledge", s.lore_k, s.shares.knowledge),
-            ("line", "classic_line", s.lines_k, s.shares.classic_line),
+            ("lore", "knowledge", s.lore_k if index_ready else 0, s.shares.knowledge),
+            ("line", "classic_line", s.lines_k if index_ready else 0, s.shares.classic_line),
         ):
             mark = time.perf_counter()
             cap = allowance(share)
@@ -274,6 +314,15 @@ class ContextBuilder:
     async def forget(self, user_id: str) -> int:
         """/forget: everything this character remembers about the user."""
         return await asyncio.to_thread(self.memory.forget, user_id)
+
+
+_running: set[ContextBuilder] = set()
+
+
+@atexit.register
+def _stop_background_builds() -> None:
+    for builder in list(_running):
+        builder.stop(timeout=10)
 
 
 def _ms(since: float) -> float:
