@@ -17,7 +17,17 @@ from tests.frontends.wsclient import Client, ws_url
 
 pytestmark = pytest.mark.slow
 
-TURN_EVENTS = {"transcript", "context", "text_delta", "sentence", "expression", "audio", "turn_end", "interrupted", "error"}
+TURN_EVENTS = {
+    "transcript",
+    "context",
+    "text_delta",
+    "sentence",
+    "expression",
+    "audio",
+    "turn_end",
+    "interrupted",
+    "error",
+}
 
 
 def validate(message: dict) -> None:
@@ -79,7 +89,7 @@ def test_interrupt_stops_the_turn_and_history_keeps_what_was_said(hub, frontend_
     with running(app) as base:
         messages = asyncio.run(go(base))
     interrupted = [m for m in messages if m["type"] == "interrupted"]
-    end = [m for m in messages if m["type"] == "turn_end"][0]
+    end = next(m for m in messages if m["type"] == "turn_end")
     said = clean_reply("".join(m["text"] for m in messages if m["type"] == "text_delta"), "Scripty")
     assert interrupted and end["interrupted"] and end["text"] == said
     assert len(said.split()) < len(scripted_llm.script.split()), "generation went on after the interrupt"
@@ -120,6 +130,7 @@ def test_one_users_words_never_reach_another_users_prompt(hub, frontend_settings
             bob_end, _ = asyncio.run(go(base))
     finally:
         local_llm.stream = original
+
     def prompt_ending(text: str) -> str:
         return next(full for last, full in seen if last.endswith(text))
 
