@@ -155,7 +155,11 @@ def clean_message(message: Message, config: CleanConfig, tally: Tally) -> Messag
         tally.dropped_messages["empty"] += 1
         return None
     if message.kind == "media" or MEDIA.match(text):
-        return message.model_copy(update={"text": text, "kind": "media"})
+        return (
+            message
+            if message.kind == "media" and text == message.text
+            else message.model_copy(update={"text": text, "kind": "media"})
+        )
     for reason, pattern in NOISE:
         if pattern.search(text):
             tally.dropped_messages[f"noise: {reason}"] += 1
@@ -170,7 +174,7 @@ def clean_message(message: Message, config: CleanConfig, tally: Tally) -> Messag
     if count_tokens(text) > config.max_message_tokens:
         tally.dropped_messages["message too long"] += 1
         return None
-    return message.model_copy(update={"text": text})
+    return message if text == message.text else message.model_copy(update={"text": text})
 
 
 def split_sessions(conversation: Conversation, gap: timedelta) -> list[Conversation]:

@@ -11,8 +11,9 @@ leaves a half-written dataset and an older one is replaced only by a complete ne
                          human and gpt alternate, starting with human and ending with gpt; the
                          system value is `companion.prompt.persona_prompt(card, user_name=...)`,
                          the prompt the runtime uses, so the adapter learns under it.
-    eval.jsonl           the same shape, held out: a deterministic hash of each source
-                         conversation decides, so windows of one conversation never straddle.
+    eval.jsonl           the same shape, held out: a deterministic hash of each session's content
+                         decides (same data, same split, on any machine), so the windows of one
+                         session never straddle train and eval.
     train.alpaca.jsonl   the same samples as Alpaca records (instruction, input, output, system,
     eval.alpaca.jsonl    history), for tools that want that shape.
     dataset_info.json    LLaMA-Factory entries for the four files (`<id>`, `<id>_eval`,
@@ -119,7 +120,7 @@ def assign_roles(conversation: Conversation, selection: Selection) -> Conversati
 class Sample:
     turns: list[tuple[str, str]]  # (role, text), user first, assistant last
     source: str
-    group: str  # the source conversation's fingerprint: decides the split
+    group: str  # the fingerprint of the session it came from: decides the split
     system: str | None = None
 
     @property
@@ -332,8 +333,8 @@ def build_dataset(
                 report.conversations_without_character += 1
                 continue
             assistants.update(m.speaker for m in assigned.messages if m.role == "assistant")
-            group = conversation.fingerprint()
             for session in clean_conversation(assigned, config, tally):
+                group = session.fingerprint()  # a session's windows share a split; sessions do not
                 if session.meta.get("kind") == "qa":
                     qa.append((session, group))
                     continue

@@ -94,6 +94,11 @@ def parse_time(value: str | int | float | None) -> datetime | None:
         except (OverflowError, OSError, ValueError):
             return None
     text = str(value).strip()
+    if len(text) == 19 and text[4] == "-" and text[10] == " ":
+        try:  # the common 'YYYY-mm-dd HH:MM:SS', fast
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in _TIME_FORMATS:
         try:
             return datetime.strptime(text, fmt)
