@@ -14,6 +14,7 @@ from companion.frontends.settings import DiscordSettings, OneBotSettings, ServeS
 from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
 from companion.voice.settings import VoiceLoopSettings
 from knowledge.settings import KnowledgeSettings
+from training.court.settings import CourtSettings
 
 
 class PluginSpec(BaseModel):
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
+    court: CourtSettings = Field(default_factory=CourtSettings)
 
     @property
     def user_characters_dir(self) -> Path:

@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(character_cli.app, name="character")
 app.add_typer(knowledge_cli.app, name="knowledge")
+from companion.cli import court as court_cli  # noqa: E402
+
+app.add_typer(court_cli.app, name="court")
 chat_cli.register(app)
 voice_cli.register(app)
 serve_cli.register(app)
