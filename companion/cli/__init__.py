@@ -11,6 +11,7 @@ from companion.cli import chat as chat_cli
 from companion.cli import serve as serve_cli
 from companion.cli import voice as voice_cli
 from companion.cli import knowledge as knowledge_cli
+from companion.cli import data as data_cli
 from companion.cli.common import fail_cleanly
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(character_cli.app, name="character")
 app.add_typer(knowledge_cli.app, name="knowledge")
+app.add_typer(data_cli.app, name="data")
 from companion.cli import court as court_cli  # noqa: E402
 
 app.add_typer(court_cli.app, name="court")
