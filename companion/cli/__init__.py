@@ -22,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(character_cli.app, name="character")
 app.add_typer(knowledge_cli.app, name="knowledge")
+from companion.cli import court as court_cli  # noqa: E402
+
+app.add_typer(court_cli.app, name="court")
 app.add_typer(data_cli.app, name="data")
 from companion.cli import court as court_cli  # noqa: E402
 
