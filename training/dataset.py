@@ -90,6 +90,12 @@ def assign_roles(conversation: Conversation, selection: Selection) -> Conversati
     spoken = [m for m in conversation.messages if m.kind != "narration"]
     if not spoken:
         return None
+    wanted = {n.casefold() for n in selection.names}
+    for names in conversation.meta.get("speaker_names", {}).values():  # --as Sylvie also finds 希尔薇
+        selection = Selection(
+            names=(*selection.names, *(new for old, new in names.items() if old.casefold() in wanted)),
+            narration=selection.narration,
+        )
     assistant: Callable[[Message], bool] | None = None
     if selection.names and any(selection.matches(m) for m in spoken):
         assistant = selection.matches
