@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,10 +139,38 @@ def load_json(path: Path) -> Any:
         raise json_error(path, decoded.text, error) from None
 
 
+STREAM_ABOVE = 32 * 1024 * 1024  # bytes: bigger line-based files are decoded as they are read
+
+
+def iter_lines(path: Path, keepends: bool = False) -> Iterator[str]:
+    """The file's lines. Files over `STREAM_ABOVE` bytes are streamed: the encoding is chosen
+    from their first megabyte, and a later undecodable byte is an error naming the line;
+    smaller files are decoded whole, with the full encoding fallback. Line ends are \\n."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise InputFileError(path, f"cannot read: {error.strerror or error}") from None
+    if size <= STREAM_ABOVE:
+        text = read_text(path).text
+        lines = io.StringIO(text, newline="\n") if keepends else iter(text.split("\n"))
+        yield from lines
+        return
+    with path.open("rb") as handle:
+        head = handle.read(1024 * 1024)
+    cut = head.rfind(b"\n") + 1 or len(head)
+    encoding = decode_bytes(head[:cut], path).encoding
+    number = 0
+    try:
+        with path.open("r", encoding=encoding, newline=None) as handle:
+            for number, line in enumerate(handle, start=1):  # noqa: B007
+                yield line if keepends else line.rstrip("\n")
+    except UnicodeDecodeError:
+        raise InputFileError(path, f"not valid {encoding.upper()} after line {number}: mixed encodings?") from None
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, value) for each non-blank line; a bad line names its line and column."""
-    decoded = read_text(path)
-    for number, line in enumerate(decoded.text.split("\n"), start=1):
+    for number, line in enumerate(iter_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -151,8 +180,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def iter_csv(path: Path) -> Iterator[dict[str, str]]:
-    decoded = read_text(path)
-    reader = csv.DictReader(io.StringIO(decoded.text, newline=""))
+    lines = iter_lines(path, keepends=True)
+    first = next(lines, "")
+    reader = csv.DictReader(itertools.chain([first.lstrip("\ufeff")], lines))
     try:
         for row in reader:
             yield {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items()}

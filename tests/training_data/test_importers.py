@@ -286,3 +286,15 @@ def test_folder_walk_skips_unknown_files(tmp_path: Path, fixtures: Path) -> None
     found = [(d.importer.name, len(list(c))) for d, c in read_paths([tmp_path / "chats"], skipped=skipped)]
     assert found == [("pywxdump-csv", 1)]
     assert [p.name for p, _ in skipped] == ["b.bin"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_multiline_csv_fields_and_streaming(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+    if stream:
+        monkeypatch.setattr("training.textio.STREAM_ABOVE", 10)
+    path = tmp_path / "m.csv"
+    header = "id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime\n"
+    rows = '1,1,文本,0,a,a,"第一行\n第二行",,2024/10/4 18:02\n2,2,文本,1,me,a,ok,,2024/10/4 18:03\n'
+    path.write_bytes((header + rows).encode("gb18030"))
+    (chat,) = read(path)
+    assert [m.text for m in chat.messages] == ["第一行\n第二行", "ok"]
