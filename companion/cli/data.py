@@ -306,7 +306,7 @@ def stats(
 
     result = Stats()
     path = Path(target)
-    title = target
+    title = Path(target).name if Path(target).exists() else target
     if path.exists():
         for detection, conversations in read_paths([path], ReadOptions(lang=lang), fmt, skipped=[]):
             for conversation in conversations:
