@@ -68,6 +68,15 @@ def _options(lang: str | None, names: list[str], variables: list[str], datasets:
 
 
 def _show_detections(detections: list) -> None:
+    if len(detections) > 20:  # many files: one line per format
+        counts: dict[str, int] = {}
+        for detection in detections:
+            counts[detection.importer.name] = counts.get(detection.importer.name, 0) + 1
+        err_console.print(
+            f"detected {len(detections)} files: " + ", ".join(f"{name} x{n}" for name, n in counts.items()),
+            highlight=False,
+        )
+        return
     table = Table(title="detected", show_lines=False)
     table.add_column("file")
     table.add_column("format")
@@ -199,8 +208,9 @@ def import_(
     )
     dataset.report.skipped_files = [{"path": str(p), "problem": problem} for p, problem in skipped]
     _show_detections(detections)
-    for path, problem in skipped:
-        err_console.print(f"skipped {path}: {problem}", highlight=False)
+    if skipped:
+        names = ", ".join(str(path) for path, _ in skipped)
+        err_console.print(f"skipped {len(skipped)} file(s) no importer recognised: {names}", highlight=False)
     target = None
     if character is not None:
         target = write_dataset(character.folder, dataset, dataset_name(character.id))
