@@ -41,6 +41,10 @@ GapOption = Annotated[float, typer.Option("--gap", help="Minutes of silence that
 EvalOption = Annotated[float, typer.Option("--eval-ratio", help="Share of conversations held out for eval.")]
 UserNameOption = Annotated[str | None, typer.Option("--user-name", help="{{user}} in the persona prompt.")]
 NarrationOption = Annotated[str, typer.Option("--narration", help="drop | context: narration lines in scripts.")]
+MaxTokensOption = Annotated[
+    int, typer.Option("--max-tokens", help="Longest sample (approximate tokens); longer talks are cut into windows.")
+]
+MaxTurnsOption = Annotated[int, typer.Option("--max-turns", help="Most messages in one sample.")]
 
 
 def _progress() -> Progress:
@@ -137,7 +141,7 @@ def _tracked(sources, detections: list) -> Iterator:
         yield detection, conversations
 
 
-def _config(gap: float, eval_ratio: float, narration: str, character: Character | None = None):
+def _config(gap: float, eval_ratio: float, narration: str, character: Character | None = None, **limits: int):
     from training.cleaning import CleanConfig
     from training.dataset import public_text
 
@@ -146,8 +150,15 @@ def _config(gap: float, eval_ratio: float, narration: str, character: Character 
     if not 0 <= eval_ratio < 1:
         raise typer.BadParameter("--eval-ratio is between 0 and 1")
     public = public_text(character.folder, character.card) if character else ""
+    if limits.get("max_turns", 2) < 2 or limits.get("max_tokens", 1) < 1:
+        raise typer.BadParameter("--max-turns is at least 2 and --max-tokens at least 1")
     return CleanConfig(
-        session_gap=timedelta(minutes=gap), eval_ratio=eval_ratio, narration=narration, public_text=public
+        session_gap=timedelta(minutes=gap),
+        eval_ratio=eval_ratio,
+        narration=narration,
+        public_text=public,
+        max_sample_tokens=limits.get("max_tokens", 2048),
+        max_turns=limits.get("max_turns", 24),
     )
 
 
@@ -172,6 +183,8 @@ def import_(
     gap: GapOption = 30.0,
     eval_ratio: EvalOption = 0.05,
     narration: NarrationOption = "drop",
+    max_tokens: MaxTokensOption = 2048,
+    max_turns: MaxTurnsOption = 24,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -201,7 +214,7 @@ def import_(
     dataset = _build(
         sources,
         selection=Selection(names=chosen, narration=narration),
-        config=_config(gap, eval_ratio, narration, character),
+        config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
         system=system,
         character_id=character.id if character else None,
         names=chosen,
@@ -264,6 +277,8 @@ def build(
     gap: GapOption = 30.0,
     eval_ratio: EvalOption = 0.05,
     narration: NarrationOption = "drop",
+    max_tokens: MaxTokensOption = 2048,
+    max_turns: MaxTurnsOption = 24,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -287,7 +302,7 @@ def build(
     dataset = _build(
         sources,
         selection=Selection(names=chosen, narration=narration),
-        config=_config(gap, eval_ratio, narration, character),
+        config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
         system=character_system(card, user_name or settings.user_name),
         character_id=character.id,
         names=chosen,
