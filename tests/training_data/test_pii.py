@@ -72,3 +72,9 @@ def test_counts_and_public_facts() -> None:
     text = "店在海棠街27号，我家在北京市朝阳区建国路88号"
     assert scrub(text, counts, public="月兔烘焙坊在青澜镇海棠街27号") == "店在海棠街27号，我家在<ADDRESS>"
     assert counts == Counter({"ADDRESS": 1, "public:ADDRESS": 1})
+
+
+def test_no_false_alarms_on_literature(testdata: Path) -> None:
+    clean = load_bench().scan_clean_text(testdata)
+    assert clean["lines"] > 5000
+    assert len(clean["false_alarms"]) <= 2, clean["false_alarms"]
