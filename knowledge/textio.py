@@ -52,6 +52,8 @@ def sniff_encoding(head: bytes, *, at_eof: bool) -> str:
     """The encoding of a file that starts with `head`, or NotText."""
     for bom, encoding in _BOMS:
         if head.startswith(bom):
+            if not _decodes(head, encoding, at_eof=at_eof):
+                raise NotText(f"starts with a {encoding} byte-order mark but is not {encoding} text")
             return encoding
     if not head:
         return "utf-8"
@@ -87,12 +89,14 @@ def _utf16_without_bom(head: bytes) -> str | None:
 
 
 def _decodes(data: bytes, encoding: str, *, at_eof: bool) -> bool:
+    """`data` is valid in `encoding` and reads as text (few control characters)."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     try:
-        decoder.decode(data, final=at_eof)
+        text = decoder.decode(data, final=at_eof)
     except UnicodeDecodeError:
         return False
-    return True
+    controls = sum(1 for ch in text if ord(ch) in _BINARY_CONTROLS)
+    return controls <= max(2, len(text) // 200)
 
 
 def open_text(path: Path) -> TextFile:
