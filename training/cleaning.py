@@ -96,13 +96,13 @@ class Tally:
     dropped_messages: Counter[str] = field(default_factory=Counter)
     dropped_samples: Counter[str] = field(default_factory=Counter)
     pii: Counter[str] = field(default_factory=Counter)
-    collapsed_runs: int = 0
+    edited: Counter[str] = field(default_factory=Counter)  # kept, but changed
 
     def merge(self, other: Tally) -> None:
         self.dropped_messages.update(other.dropped_messages)
         self.dropped_samples.update(other.dropped_samples)
         self.pii.update(other.pii)
-        self.collapsed_runs += other.collapsed_runs
+        self.edited.update(other.edited)
 
 
 def normalize_text(text: str) -> str:
@@ -168,7 +168,8 @@ def clean_message(message: Message, config: CleanConfig, tally: Tally) -> Messag
         tally.dropped_messages["repeated-character spam"] += 1
         return None
     text, changed = collapse_runs(text, config.max_run)
-    tally.collapsed_runs += changed
+    if changed:
+        tally.edited["over-long character run shortened"] += 1
     if config.scrub_pii:
         text = scrub(text, tally.pii, config.public_text)
     if count_tokens(text) > config.max_message_tokens:

@@ -161,7 +161,7 @@ def role_turns(conversation: Conversation, tally: Tally) -> list[tuple[str, str]
                 tally.dropped_messages["media-only reply"] += 1
                 continue
             if words != text:
-                tally.dropped_messages["media placeholder removed from a reply"] += 1
+                tally.edited["media placeholder removed from a reply"] += 1
             text = words
         if message.role == "user" and name_them and message.speaker and not text.startswith("（"):
             text = _label(message.speaker) + text
@@ -220,7 +220,7 @@ class Report:
     conversations_read: int = 0
     conversations_without_character: int = 0
     messages_read: int = 0
-    messages_kept: int = 0
+    turns_kept: int = 0  # turns in the written samples (merged messages)
     speakers: Counter[str] = field(default_factory=Counter)
     tally: Tally = field(default_factory=Tally)
     train: int = 0
@@ -240,10 +240,10 @@ class Report:
                 "read": self.conversations_read,
                 "without_character": self.conversations_without_character,
             },
-            "messages": {"read": self.messages_read, "kept": self.messages_kept},
+            "messages": {"read": self.messages_read, "turns_in_samples": self.turns_kept},
             "dropped_messages": dict(self.tally.dropped_messages.most_common()),
             "dropped_samples": dict(self.tally.dropped_samples.most_common()),
-            "collapsed_character_runs": self.tally.collapsed_runs,
+            "edited_messages": dict(self.tally.edited.most_common()),
             "pii_replaced": dict(self.tally.pii.most_common()),
             "speakers": dict(self.speakers.most_common(50)),
             "samples": {"train": self.train, "eval": self.eval},
@@ -274,11 +274,11 @@ class Report:
             "",
             f"- conversations read: {self.conversations_read} "
             f"({self.conversations_without_character} without a line by the character)",
-            f"- messages read: {self.messages_read}, kept: {self.messages_kept}",
-            f"- over-long character runs shortened: {self.tally.collapsed_runs}",
+            f"- messages read: {self.messages_read}; turns in the samples (after merging): {self.turns_kept}",
         ]
         for title, key in (
             ("Messages dropped", "dropped_messages"),
+            ("Messages edited", "edited_messages"),
             ("Samples dropped", "dropped_samples"),
             ("PII replaced", "pii_replaced"),
             ("Speakers (messages)", "speakers"),
@@ -351,7 +351,7 @@ def build_dataset(
             samples.extend(_samples(conversation, groups[id(conversation)], config, tally, system, keep_source_system))
     report.assistant = [name for name, _ in assistants.most_common(5)]
     kept = _deduplicate(samples, config, tally)
-    report.messages_kept = sum(len(s.turns) for s in kept)
+    report.turns_kept = sum(len(s.turns) for s in kept)
     train, held = _split(kept, config.eval_ratio)
     report.train, report.eval = len(train), len(held)
     tokens = [s.tokens() for s in kept]

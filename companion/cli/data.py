@@ -98,7 +98,11 @@ def _summary(report, target: str | None) -> None:
         highlight=False,
     )
     err_console.print(f"character side: {', '.join(report.assistant) or '(roles from the source)'}", highlight=False)
-    for key, title in (("dropped_messages", "messages dropped"), ("dropped_samples", "samples dropped")):
+    for key, title in (
+        ("dropped_messages", "messages dropped"),
+        ("edited_messages", "messages edited"),
+        ("dropped_samples", "samples dropped"),
+    ):
         if data[key]:
             err_console.print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in data[key].items()), highlight=False)
     if data["pii_replaced"]:
@@ -409,6 +413,11 @@ def scrub_(
     else:
         atomic.write_text(out, result)
     _report_scrub(counts)
+
+
+from companion.cli.distill import distill as _distill  # noqa: E402  (novels -> role-play data through an LLM)
+
+app.command("distill")(_distill)
 
 
 def _report_scrub(counts) -> None:

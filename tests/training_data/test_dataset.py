@@ -50,7 +50,7 @@ def test_wechat_log_becomes_an_ai_me_dataset(fixtures: Path) -> None:
     ]
     report = dataset.report.to_json()
     assert report["pii_replaced"] == {"PHONE": 1}
-    assert report["dropped_messages"]["media placeholder removed from a reply"] == 2  # [表情包], [语音]
+    assert report["edited_messages"]["media placeholder removed from a reply"] == 2  # [表情包], [语音]
     assert report["dropped_messages"]["repeated-character spam"] == 1
     assert report["dropped_messages"]["system notice"] == 1
     assert report["assistant_speakers"] == ["我"]
