@@ -201,38 +201,47 @@ class SpeechStage:
     async def _synthesize(self, sentence: SentenceEvent, stop: threading.Event, first: bool) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[Any] = asyncio.Queue()
+        abandoned = threading.Event()
+
+        def put(item: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                loop.call_soon_threadsafe(chunks.put_nowait, item)
 
         def produce() -> None:
             try:
                 for chunk in self.tts.synthesize(sentence.text):
-                    if stop.is_set():
+                    if stop.is_set() or abandoned.is_set():
                         break
-                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+                    put(chunk)
             except BaseException as error:
-                loop.call_soon_threadsafe(chunks.put_nowait, error)
+                put(error)
             finally:
-                loop.call_soon_threadsafe(chunks.put_nowait, _DONE)
+                put(_DONE)
 
         worker = threading.Thread(target=produce, name="tts", daemon=True)
         worker.start()
         pending: list[np.ndarray] = []
         rate: int | None = None
         threshold = self.first_chunk_s if first else self.chunk_s
-        while (chunk := await chunks.get()) is not _DONE:
-            if isinstance(chunk, BaseException):
-                raise chunk
-            audio: Audio = chunk
-            if self.sample_rate and audio.sample_rate != self.sample_rate:
-                audio = audio.resampled(self.sample_rate)
-            if rate is not None and audio.sample_rate != rate:
-                pending = [resample(np.concatenate(pending), rate, audio.sample_rate)]
-            rate = audio.sample_rate
-            pending.append(audio.samples)
-            if sum(len(p) for p in pending) / rate >= threshold:
+        try:
+            while (chunk := await chunks.get()) is not _DONE:
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                audio: Audio = chunk
+                if self.sample_rate and audio.sample_rate != self.sample_rate:
+                    audio = audio.resampled(self.sample_rate)
+                if rate is not None and audio.sample_rate != rate:
+                    pending = [resample(np.concatenate(pending), rate, audio.sample_rate)]
+                rate = audio.sample_rate
+                pending.append(audio.samples)
+                if sum(len(p) for p in pending) / rate >= threshold:
+                    yield self._event(sentence, np.concatenate(pending), rate)
+                    pending, threshold = [], self.chunk_s
+            if pending and rate:
                 yield self._event(sentence, np.concatenate(pending), rate)
-                pending, threshold = [], self.chunk_s
-        if pending and rate:
-            yield self._event(sentence, np.concatenate(pending), rate)
+        finally:
+            abandoned.set()  # a sentence being synthesised finishes (it cannot be cut), then the thread ends
+            await asyncio.to_thread(worker.join, 30)
 
     def _event(self, sentence: SentenceEvent, samples: np.ndarray, rate: int) -> AudioEvent:
         return AudioEvent(

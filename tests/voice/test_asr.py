@@ -1,0 +1,54 @@
+"""faster-whisper with the embedded Whisper base: accuracy on real speech, language restriction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from companion.errors import CompanionError
+from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, embedded_whisper_dir
+from companion.voice.audio import decode_audio
+from companion.voice.metrics import cer, wer
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_model_is_joined_once(voice_data_dir, whisper):
+    folder = embedded_whisper_dir(voice_data_dir)
+    assert (folder / "model.bin").stat().st_size > 140_000_000
+    stamp = (folder / "model.bin").stat().st_mtime_ns
+    assert embedded_whisper_dir(voice_data_dir) == folder
+    assert (folder / "model.bin").stat().st_mtime_ns == stamp
+
+
+def test_english_is_transcribed_exactly(whisper, speech_dir):
+    jfk = decode_audio(speech_dir / "jfk.flac").samples
+    transcript = whisper.transcribe(jfk, languages=["en"])
+    reference = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    )
+    assert wer(reference, transcript.text) <= 0.05
+    assert transcript.language == "en"
+
+
+def test_detection_is_restricted_to_the_configured_languages(whisper, speech_dir):
+    chinese = decode_audio(speech_dir / "aishell-BAC009S0724W0121.wav").samples
+    english = decode_audio(speech_dir / "fw_stereo_diarization.wav", channel=1).samples
+    zh = whisper.transcribe(chinese, languages=["zh", "en"])
+    en = whisper.transcribe(english, languages=["zh-CN", "en_US"])
+    assert (zh.language, en.language) == ("zh", "en")
+    assert cer("广州市房地产中介协会分析", zh.text) <= 0.2  # Whisper base; bigger models do better
+    assert "廣" not in zh.text  # simplified script
+    assert wer("The horizon seems extremely distant.", en.text) <= 0.05
+    forced = whisper.transcribe(english, languages=["zh"])  # one language: no detection at all
+    assert forced.language == "zh"
+
+
+def test_silence_gives_an_empty_transcript(whisper):
+    assert whisper.transcribe(np.zeros(16000 * 2, dtype=np.float32)).empty
+    assert whisper.transcribe(np.zeros(100, dtype=np.float32)).empty
+
+
+def test_other_models_by_path_or_name(context, tmp_path):
+    with pytest.raises(CompanionError, match="not a CTranslate2"):
+        FasterWhisperASR(FasterWhisperSettings(model=str(tmp_path)), context).load()

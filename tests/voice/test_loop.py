@@ -1,0 +1,102 @@
+"""The live loop on real speech: a turn per utterance, silence is no turn, and barge-in stops her
+and leaves in history what the listener heard."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from companion.events import AudioEvent, InterruptedEvent, TranscriptEvent
+from companion.voice.loop import LiveLoop, VirtualPlayer, VoiceAgent
+from companion.voice.pipeline import SpeechStage, TextStage
+from companion.voice.vad import Endpointer, SileroVAD
+from tests.voice.conftest import ScriptedLLM
+
+pytestmark = pytest.mark.slow
+STORY = "Once upon a time there was a baker who loved the stars. " * 12
+
+
+async def feed(loop: LiveLoop, samples: np.ndarray, realtime: bool) -> None:
+    step = 320  # 20 ms
+    for i in range(0, len(samples), step):
+        await loop.feed(samples[i : i + step])
+        await asyncio.sleep(0.02 if realtime else 0)
+
+
+def make_loop(make_companion, whisper, piper, llm, events, **kwargs):
+    companion = make_companion(llm, [TextStage(), SpeechStage(piper)])
+    agent = VoiceAgent(companion, whisper, companion.key(channel="voice"), languages=["en"])
+    player = VirtualPlayer()
+    loop = LiveLoop(agent, Endpointer(SileroVAD(), silence_ms=400), player, events.append, **kwargs)
+    return loop, companion, player
+
+
+def test_barge_in_stops_her_and_history_keeps_what_was_heard(make_companion, whisper, piper, jfk):
+    events: list = []
+    llm = ScriptedLLM(STORY, delay=0.04)
+    loop, companion, player = make_loop(make_companion, whisper, piper, llm, events, barge_in_ms=200)
+    first_phrase = jfk[: int(16000 * 2.3)]
+    second_phrase = jfk[int(16000 * 3.3) : int(16000 * 5.3)]
+    silence = np.zeros(16000, dtype=np.float32)
+
+    async def scenario():
+        await feed(loop, np.concatenate([silence[:8000], first_phrase, silence[:9600]]), realtime=False)
+        for _ in range(200):  # she starts talking
+            await feed(loop, silence[:320], realtime=True)
+            if player.playing:
+                break
+        await feed(loop, np.concatenate([silence, silence]), realtime=True)  # two seconds of her voice
+        await feed(loop, second_phrase, realtime=True)  # the user cuts in
+        await loop.close()
+
+    asyncio.run(scenario())
+    transcripts = [e.text for e in events if isinstance(e, TranscriptEvent)]
+    assert transcripts and "fellow Americans" in transcripts[0]
+    interrupted = [e for e in events if isinstance(e, InterruptedEvent)]
+    assert len(interrupted) == 1
+    heard = interrupted[0].heard_text
+    assert heard and STORY.startswith(heard.rstrip("—").rstrip())
+    assert len(heard) < len(STORY) / 2
+    assert llm.cancelled.is_set()  # generation stopped too
+    assert not player.playing
+    rows = companion.history.export_user("local")
+    assert [r["role"] for r in rows[:3]] == ["user", "assistant", "user"]
+    assert rows[1]["content"] == heard and rows[1]["interrupted"] == 1
+    assert "not" in rows[2]["content"].lower()  # what the user said when cutting in ("ask not") is the next turn
+    assert loop.timings[0].transcript is not None and loop.timings[0].first_audio is not None
+
+
+def test_silence_and_noise_start_no_turn(make_companion, whisper, piper):
+    events: list = []
+    llm = ScriptedLLM("Hi.", delay=0)
+    loop, _, _ = make_loop(make_companion, whisper, piper, llm, events)
+    rng = np.random.default_rng(3)
+    quiet = np.concatenate([np.zeros(16000 * 2), rng.normal(0, 0.005, 16000 * 2)]).astype(np.float32)
+
+    async def scenario():
+        await feed(loop, quiet, realtime=False)
+        for event in loop.endpointer.flush():
+            await loop._handle(event)
+        await loop.close()
+
+    asyncio.run(scenario())
+    assert events == [] and llm.requests == []
+
+
+def test_a_whole_turn_is_heard_and_spoken(make_companion, whisper, piper, jfk):
+    events: list = []
+    llm = ScriptedLLM("[joy] Thank you! That was a fine speech.", delay=0.01)
+    loop, companion, player = make_loop(make_companion, whisper, piper, llm, events)
+    player.speed = 50.0  # play fast: this test is about the flow, not the clock
+
+    async def frames():
+        for chunk in np.array_split(np.concatenate([jfk[: int(16000 * 2.3)], np.zeros(16000, np.float32)]), 100):
+            yield chunk
+
+    asyncio.run(loop.run(frames()))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "transcript" and "audio" in kinds and kinds[-1] == "turn_end"
+    assert [e.text for e in events if isinstance(e, AudioEvent)] == ["Thank you!", "That was a fine speech."]
+    assert companion.history.load(companion.key(channel="voice"))[-1].content.endswith("fine speech.")
