@@ -112,7 +112,9 @@ def assign_roles(conversation: Conversation, selection: Selection) -> Conversati
     for message in conversation.messages:
         if message.kind == "narration":
             if selection.narration == "context":
-                messages.append(message.model_copy(update={"role": "user", "text": f"（{message.text}）"}))
+                cjk = re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", message.text)
+                text = f"（{message.text}）" if cjk else f"({message.text})"
+                messages.append(message.model_copy(update={"role": "user", "text": text, "speaker": ""}))
             continue
         if message.role == "system":
             continue
@@ -163,7 +165,7 @@ def role_turns(conversation: Conversation, tally: Tally) -> list[tuple[str, str]
             if words != text:
                 tally.edited["media placeholder removed from a reply"] += 1
             text = words
-        if message.role == "user" and name_them and message.speaker and not text.startswith("（"):
+        if message.role == "user" and name_them and message.speaker:
             text = _label(message.speaker) + text
         role = message.role or "user"
         if turns and turns[-1][0] == role:

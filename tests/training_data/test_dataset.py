@@ -189,3 +189,14 @@ def test_failed_write_leaves_the_old_dataset(mochi: Path, fixtures: Path, monkey
         write_dataset(mochi, good, "mochi")
     assert (target / "train.jsonl").read_text(encoding="utf-8") == before
     assert not [p for p in mochi.iterdir() if p.name.startswith(".dataset")]
+
+
+def test_narration_as_context(fixtures: Path) -> None:
+    dataset = build_dataset(
+        read_paths([fixtures / "scene.txt"]),
+        selection=Selection(names=("阿禾",), narration="context"),
+        config=CleanConfig(eval_ratio=0.0, narration="context"),
+    )
+    (sample,) = dataset.train
+    assert sample.turns[0] == ("user", "（傍晚，小镇的面包店。）\n今天的面包卖完了吗？")
+    assert sample.turns[2] == ("user", "太好了！\n（小麦开心地跳了起来）")

@@ -60,6 +60,16 @@ def content_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+MEDIA_TOKENS = {"<image>": "[图片]", "<video>": "[视频]", "<audio>": "[语音]"}
+
+
+def media_tokens(text: str) -> str:
+    """LLaMA-Factory's multimodal markers become the placeholders chat logs use."""
+    for token, placeholder in MEDIA_TOKENS.items():
+        text = text.replace(token, placeholder)
+    return text
+
+
 def substitute(text: str, variables: dict[str, str]) -> str:
     for key, value in variables.items():
         text = text.replace("{{" + key + "}}", value)
@@ -108,7 +118,7 @@ def messages_conversation(
         if role == "tool" or turn.get("tool_calls"):
             dropped_tools += 1
             continue
-        text = substitute(content_text(content), variables or {})
+        text = media_tokens(substitute(content_text(content), variables or {}))
         if role == "system":
             system = text
             continue
