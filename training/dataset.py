@@ -150,9 +150,7 @@ def _label(speaker: str) -> str:
 def role_turns(conversation: Conversation, tally: Tally) -> list[tuple[str, str]]:
     """Alternating (role, text) turns: same-role neighbours merge; other speakers are named
     when more than one of them talks; media-only replies are dropped."""
-    others = {
-        m.speaker for m in conversation.messages if m.role == "user" and m.speaker and not m.text.startswith("（")
-    }
+    others = {m.speaker for m in conversation.messages if m.role == "user" and m.speaker}
     name_them = len(others) > 1
     turns: list[tuple[str, str]] = []
     for message in conversation.messages:
