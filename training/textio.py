@@ -179,6 +179,66 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
             raise json_error(path, line, error, line_offset=number - 1) from None
 
 
+def iter_json_array(path: Path, chunk: int = 4 * 1024 * 1024) -> Iterator[tuple[int, Any]]:
+    """(index, item) of a top-level JSON array. Files over `STREAM_ABOVE` bytes are parsed
+    item by item from a sliding buffer, so a multi-gigabyte export never sits in memory whole;
+    errors name the character offset and say when the file ends early."""
+    if path.stat().st_size <= STREAM_ABOVE:
+        data = load_json(path)
+        if not isinstance(data, list):
+            raise InputFileError(path, "expected a JSON array")
+        yield from enumerate(data)
+        return
+    with path.open("rb") as handle:
+        head = handle.read(1024 * 1024)
+    encoding = decode_bytes(head[: head.rfind(b"\n") + 1 or len(head)], path).encoding
+    decoder = json.JSONDecoder()
+    with path.open("r", encoding=encoding) as handle:
+        buffer, offset, pos, index, eof = handle.read(chunk).lstrip("\ufeff"), 0, 0, 0, False
+
+        def skip() -> None:
+            nonlocal pos
+            while pos < len(buffer) and buffer[pos] in " \t\r\n":
+                pos += 1
+
+        def more() -> bool:
+            nonlocal buffer, offset, pos, eof
+            data = handle.read(chunk)
+            if not data:
+                eof = True
+                return False
+            buffer, offset, pos = buffer[pos:] + data, offset + pos, 0
+            return True
+
+        skip()
+        if not buffer[pos : pos + 1] == "[":
+            raise InputFileError(path, f"expected a JSON array at character {offset + pos}")
+        pos += 1
+        while True:
+            skip()
+            if pos >= len(buffer) and not more():
+                raise InputFileError(path, f"JSON ends early at character {offset + pos}: the file looks truncated")
+            if buffer[pos] == "]":
+                return
+            if buffer[pos] == "," and index:
+                pos += 1
+                continue
+            try:
+                item, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError as error:
+                if not eof and more():
+                    continue
+                at = offset + error.pos
+                if error.pos >= len(buffer.rstrip()) - 1 or error.msg.startswith("Unterminated"):
+                    raise InputFileError(path, f"JSON ends early at character {at}: the file looks truncated") from None
+                raise InputFileError(path, f"invalid JSON at character {at}: {error.msg}") from None
+            yield index, item
+            index += 1
+            pos = end
+            if pos > chunk:
+                buffer, offset, pos = buffer[pos:], offset + pos, 0
+
+
 def iter_csv(path: Path) -> Iterator[dict[str, str]]:
     lines = iter_lines(path, keepends=True)
     first = next(lines, "")

@@ -298,3 +298,21 @@ def test_multiline_csv_fields_and_streaming(tmp_path: Path, monkeypatch: pytest.
     path.write_bytes((header + rows).encode("gb18030"))
     (chat,) = read(path)
     assert [m.text for m in chat.messages] == ["第一行\n第二行", "ok"]
+
+
+def test_big_json_arrays_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixtures: Path) -> None:
+    from training.textio import iter_json_array
+
+    monkeypatch.setattr("training.textio.STREAM_ABOVE", 10)
+    items = [
+        {"conversations": [{"from": "human", "value": f"问{i}"}, {"from": "gpt", "value": "答" * i}]}
+        for i in range(400)
+    ]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(items, ensure_ascii=False, indent=2), encoding="utf-8")
+    assert [item for _, item in iter_json_array(path, chunk=512)] == items
+    assert len(read(path)) == 400
+    (tmp_path / "cut.json").write_text(path.read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"cut\.json: JSON ends early at character 20000"):
+        list(iter_json_array(tmp_path / "cut.json", chunk=512))
+    assert len(read(fixtures / "memotrace_train.json")) == 2 and len(read(fixtures / "chatlog.json")[0].messages) == 3

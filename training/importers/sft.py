@@ -17,7 +17,7 @@ from typing import Any
 from companion.errors import InputFileError
 from training.conversation import Conversation, Message
 from training.importers.base import BaseImporter, ReadOptions, source_label
-from training.textio import iter_jsonl, load_json, sniff_text
+from training.textio import iter_json_array, iter_jsonl, load_json, sniff_text
 
 USER_TAGS = {"human", "user", "prompter", "question"}
 ASSISTANT_TAGS = {"gpt", "assistant", "model", "bot", "chatgpt", "bard", "character", "answer"}
@@ -30,8 +30,7 @@ def iter_records(path: Path) -> Iterator[tuple[str, Any]]:
     """(location, record) for a JSON array file or a JSON Lines file."""
     head = sniff_text(path, 256).lstrip("\ufeff \t\n")
     if head.startswith("["):
-        data = load_json(path)
-        for index, record in enumerate(data):
+        for index, record in iter_json_array(path):
             yield f"#{index}", record
     elif head.startswith("{") and not path.name.lower().endswith(".json"):
         for line, record in iter_jsonl(path):

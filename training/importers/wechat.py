@@ -19,7 +19,7 @@ from pathlib import Path
 from companion.errors import InputFileError
 from training.conversation import Conversation, Message
 from training.importers.base import BaseImporter, ReadOptions, source_label
-from training.textio import csv_header, iter_csv, load_json, read_text, sniff_text
+from training.textio import csv_header, iter_csv, iter_json_array, read_text, sniff_text
 
 SELF_NAME = "我"
 
@@ -162,10 +162,7 @@ class MemoTraceJSON(BaseImporter):
         return 0.0
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Conversation]:
-        data = load_json(path)
-        if not isinstance(data, list):
-            raise InputFileError(path, "expected a JSON array of {conversations: [...]} records")
-        for index, record in enumerate(data):
+        for index, record in iter_json_array(path):
             turns = record.get("conversations") if isinstance(record, dict) else None
             if not isinstance(turns, list):
                 raise InputFileError(path, f"record {index}: no 'conversations' list")
@@ -445,13 +442,10 @@ class ChatlogExport(BaseImporter):
             )
             yield from _chunk_chats(rows, path.name, self.name)
             return
-        data = load_json(path)
-        if not isinstance(data, list):
-            raise InputFileError(path, "expected a JSON array of chatlog messages")
-        yield from _chunk_chats(self._json(path, data), path.name, self.name)
+        yield from _chunk_chats(self._json(path), path.name, self.name)
 
-    def _json(self, path: Path, data: list) -> Iterator[tuple[str, Message]]:
-        for index, item in enumerate(data):
+    def _json(self, path: Path) -> Iterator[tuple[str, Message]]:
+        for index, item in iter_json_array(path):
             if not isinstance(item, dict):
                 raise InputFileError(path, f"item {index} is not an object")
             msg_type = _int(item.get("type"), 1)
