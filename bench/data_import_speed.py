@@ -56,14 +56,36 @@ def generate(path: Path, count: int, seed: int = 7) -> None:
             )
 
 
+def generate_qq(path: Path, count: int, seed: int = 7) -> None:
+    """The same kind of log as a QQ txt export."""
+    rng = random.Random(seed)
+    now = datetime(2023, 1, 1, 8, 0, 0)
+    people = ["小林(123456789)", "我<me@example.com>"]
+    lines = ["消息记录（此消息记录为文本格式，不支持重新导入）", "", "=" * 64, "消息分组:我的好友", "=" * 64]
+    lines += ["消息对象:小林", "=" * 64, ""]
+    sender = 0
+    for _ in range(count):
+        now += timedelta(seconds=rng.choice([5, 20, 60, 300])) if rng.random() > 0.02 else timedelta(hours=9)
+        if rng.random() < 0.45:
+            sender = 1 - sender
+        text = rng.choice(PHRASES) if rng.random() > 0.05 else "[图片]"
+        lines += [f"{now:%Y-%m-%d %H:%M:%S} {people[sender]}", text, ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--format", choices=["memotrace-csv", "qq-txt"], default="memotrace-csv")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "小林_utf8.csv"
         started = time.perf_counter()
-        generate(path, args.messages)
+        if args.format == "qq-txt":
+            path = Path(folder) / "小林.txt"
+            generate_qq(path, args.messages)
+        else:
+            path = Path(folder) / "小林_utf8.csv"
+            generate(path, args.messages)
         print(
             f"generated {args.messages:,} messages ({path.stat().st_size / 1e6:.1f} MB) in "
             f"{time.perf_counter() - started:.1f} s"
@@ -77,7 +99,8 @@ def main() -> None:
         )
 
         started = time.perf_counter()
-        dataset = build_dataset(read_paths([path], ReadOptions()), selection=Selection(), config=CleanConfig())
+        me = Selection(names=("me@example.com",)) if args.format == "qq-txt" else Selection()
+        dataset = build_dataset(read_paths([path], ReadOptions()), selection=me, config=CleanConfig())
         build_seconds = time.perf_counter() - started
         report = dataset.report
         print(
