@@ -32,6 +32,9 @@ app.add_typer(court_cli.app, name="court")
 chat_cli.register(app)
 voice_cli.register(app)
 serve_cli.register(app)
+from companion.cli import train as train_cli  # noqa: E402
+
+train_cli.register(app)
 
 
 def main() -> None:
