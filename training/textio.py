@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import itertools
 import json
@@ -102,9 +103,19 @@ def read_text(path: Path, encodings: tuple[str, ...] = DEFAULT_ENCODINGS) -> Dec
 
 
 def sniff_text(path: Path, size: int = SNIFF_BYTES) -> str:
-    """The first `size` bytes decoded leniently, for format detection; '' if unreadable."""
+    """The first `size` bytes decoded leniently, for format detection; '' if unreadable.
+    Cached per file version, since every importer looks at the same head."""
     try:
-        with path.open("rb") as handle:
+        stat = path.stat()
+    except OSError:
+        return ""
+    return _sniff(str(path), stat.st_size, stat.st_mtime_ns, size)
+
+
+@functools.lru_cache(maxsize=256)
+def _sniff(name: str, _size: int, _mtime: int, size: int) -> str:
+    try:
+        with open(name, "rb") as handle:
             data = handle.read(size)
     except OSError:
         return ""

@@ -57,6 +57,11 @@ BUILTIN: tuple[type[BaseImporter], ...] = (
     CommunityQA,
 )
 MIN_CONFIDENCE = 0.3
+BINARY_EXTENSIONS = {
+    ".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".heic", ".mp4", ".mov", ".avi", ".mp3", ".wav", ".flac",
+    ".ogg", ".opus", ".amr", ".silk", ".m4a", ".pdf", ".zip", ".rar", ".7z", ".gz", ".db", ".sqlite", ".dat", ".exe",
+    ".dll", ".so", ".ttf", ".otf", ".woff", ".woff2", ".psd", ".safetensors", ".bin", ".pt", ".gguf", ".npy",
+}  # fmt: skip
 SKIP_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "SOURCE.txt", "README.md", "README_zh.md"}
 
 
@@ -128,7 +133,8 @@ def expand(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
                 continue
             for child in sorted(path.rglob("*")):
                 hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.name not in SKIP_NAMES:
+                media = child.suffix.lower() in BINARY_EXTENSIONS  # exports keep images and voice beside the text
+                if child.is_file() and not hidden and not media and child.name not in SKIP_NAMES:
                     yield child, False
         else:
             yield path, True
