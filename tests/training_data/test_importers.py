@@ -281,11 +281,12 @@ def test_unknown_format_says_what_was_tried(tmp_path: Path) -> None:
 def test_folder_walk_skips_unknown_files(tmp_path: Path, fixtures: Path) -> None:
     (tmp_path / "chats").mkdir()
     (tmp_path / "chats" / "a.csv").write_bytes((fixtures / "pywxdump_old.csv").read_bytes())
-    (tmp_path / "chats" / "b.bin").write_bytes(b"\x00\x01")
+    (tmp_path / "chats" / "b.xyz").write_bytes(b"\x00\x01")
+    (tmp_path / "chats" / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0")  # media beside the text: not even tried
     skipped: list = []
     found = [(d.importer.name, len(list(c))) for d, c in read_paths([tmp_path / "chats"], skipped=skipped)]
     assert found == [("pywxdump-csv", 1)]
-    assert [p.name for p, _ in skipped] == ["b.bin"]
+    assert [p.name for p, _ in skipped] == ["b.xyz"]
 
 
 @pytest.mark.parametrize("stream", [False, True])
