@@ -227,22 +227,28 @@ class NameBook:
 
 
 ZH_GUESS = re.compile(
-    r"^(?:内中|其中|外面|里面)?(?:有(?:一个|一|个)?)?([\u4e00-\u9fff]{2,4}?)"
+    r"^(?:内中|其中|外面|里面)?(?:有)?(?:一个|一位|几个|两个|一|个)?([\u4e00-\u9fff]{2,4}?)"
     r"(?:亦|也|又|便|忙|连忙|因|乃|遂|方|才|只得|一旁|接口|接声|含羞|含笑|冷笑|陪笑|笑着|笑|回来|出来|进来|上来|"
-    r"听了|说着|听说|一面|半日|大|高声|低声|急|罕|慌|齐|都|回头|开口)*"
+    r"听了|说着|听说|一面|半日|大|高声|低声|急|罕|慌|齐|都|回头|开口|走来|过来|来)*"
     r"(?:说道|笑道|问道|答道|回道|叫道|喝道|叹道|骂道|说|道|问|叫|喊|答|回|嚷|叹|曰)$"
 )
 
 
 ZH_GUESS_SUBJECT = re.compile(
-    r"^(?:这|那)?([\u4e00-\u9fff]{2,4}?)(?:忙|便|又|也|乃|却|亦|听了|见了|听说|听见|看了|一面|笑着|含笑)"
+    r"^(?:这|那)?([\u4e00-\u9fff]{2,4}?)(?:忙|便|又|也|乃|却|亦|都|齐|听了|见了|听说|听见|看了|一面|笑着|含笑|称贺|闻言|闻说)"
 )
 
 
-def guess_subject(clause: str) -> str | None:
+def guess_subject(clause: str, subject_only: bool = False) -> str | None:
     """A speaker not in the name book, read off the cue itself: 袭人亦含羞笑问道 -> 袭人, or
     the subject opening an earlier segment: 这丫鬟忙转身回避，心下乃想 -> 丫鬟."""
     segments = _segments(clause)
+    if subject_only:  # a narration sentence: its opening subject, if it has one
+        for segment in segments[:1]:
+            match = ZH_GUESS_SUBJECT.match(_strip_connectives(segment.strip()))
+            if match:
+                return _plausible_name(match.group(1))
+        return None
     for segment in reversed(segments[:-1]):  # an explicit subject before the verb segment wins
         match = ZH_GUESS_SUBJECT.match(_strip_connectives(segment.strip()))
         if match and _plausible_name(match.group(1)):
@@ -254,7 +260,13 @@ def guess_subject(clause: str) -> str | None:
 def _plausible_name(name: str) -> str | None:
     if name in ZH_PRONOUNS or name in ZH_STOP_CANDIDATES or "了" in name or "有" in name:
         return None
-    if (name[0] in ZH_STOP_STARTS and name[0] != "道") or name[0] in ZH_OBJECT_MARKERS or name[0] in "半得正方再将":
+    if (
+        (name[0] in ZH_STOP_STARTS and name[0] != "道")
+        or name[0] in ZH_OBJECT_MARKERS
+        or name[0] in "半得正方再将些个位会接人着"
+    ):
+        return None
+    if name[-1] in "着了来去过得":
         return None
     return name
 
@@ -358,10 +370,15 @@ class NovelReader:
         subject = self.names.subject(clause) or guess_subject(clause)
         if subject:
             return subject
-        if not clause.strip(" ，,") or re.fullmatch(r"[\s，,]*[\u4e00-\u9fff]{0,4}[：:]?", clause):
-            return ""  # a bare cue (因问 / 又道): continue the paragraph's speaker
+        # No subject in the cue. Narration since the previous quote may bring one on stage
+        # (众猴称贺。都道：): its subject speaks. Otherwise the paragraph's last speaker goes on.
+        narration = [s for s in re.split(f"[{ZH_TERMINATORS}]", before.strip())[:-1] if s.strip()]
+        for sentence in reversed(narration):
+            found = self.names.subject(sentence, strict=True) or guess_subject(sentence, subject_only=True)
+            if found:
+                return found
         if quote.start > len(before):
-            return ""  # no subject (因问周瑞家的：): the paragraph's last speaker goes on
+            return ""
         earlier = paragraph[: quote.start - len(before)] if len(before) < quote.start else ""
         whole = earlier + (stripped[:-1] if has_colon else stripped)
         sentences = [s for s in re.split(f"[{ZH_TERMINATORS}]", whole)[:-1] if s.strip()]
