@@ -14,10 +14,15 @@ of the clauses that introduce speech (士隐 in 士隐笑道/士隐因说道, �
 followed by 村), plus any names given (`ReadOptions.names`, `--as`). In the cue sentence the
 subject is the name that opens a comma segment (connectives like 又/便/却说 allowed before it),
 searching from the segment nearest the colon backwards; names after 向/对/与/问/见/将... are
-objects and skipped. A cue with no name (因问：, 又道：) continues the last speaker of the
-paragraph, or the subject of the sentence before. English: `said Tom` / `Tom said` / `Mr. Darcy
-replied` before or after the quote; the second half of a split quote keeps the speaker; a
-pronoun (he/she) stays unknown. Unattributed lines get the speaker "?" and serve as context.
+objects and skipped. A speaker the book never names often enough is read off the cue itself
+(袭人亦含羞笑问道 -> 袭人, 内中有一老年人说道 -> 老年人). A cue with no subject (因问：, 都道：)
+goes to a subject the narration since the previous quote brought on stage (众猴称贺。都道：),
+else continues the paragraph's last speaker, else the subject of an earlier sentence. A
+whole-paragraph quote with no cue after two alternating speakers goes to the one whose turn it
+is. English: `said Tom` / `Tom said` / `Mr. Darcy replied` before or after the quote; the second
+half of a split quote keeps the speaker; he/she goes to the name opening the paragraph's
+narration, if any. Unattributed lines get the speaker "?" and serve as context. Aliases of one
+person (悟空/猴王/美猴王) stay separate names: pass them together to `--as`.
 
 Quotes close together form a conversation; a chapter heading or a long stretch of narration
 (`SCENE_GAP` characters) starts a new one.
