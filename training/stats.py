@@ -34,7 +34,7 @@ class Stats:
             self.per_source[conversation.source] += 1
             if fmt:
                 self.per_format[fmt] += 1
-            group = message.role or "message"
+            group = message.role or {True: "self", False: "others"}.get(message.is_self, "message")
             self.lengths.setdefault(group, []).append(count_tokens(message.text))
 
     def summary(self) -> dict[str, Any]:
