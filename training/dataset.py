@@ -31,6 +31,7 @@ WeChat export's own side) decides.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -61,10 +62,6 @@ SHAREGPT_TAGS = {
 }
 
 
-class NoCharacterError(CompanionError):
-    pass
-
-
 @dataclass(frozen=True)
 class Selection:
     """Who the character is: `names` (from --as / --me) match a speaker or a speaker id."""
@@ -72,9 +69,12 @@ class Selection:
     names: tuple[str, ...] = ()
     narration: str = "drop"
 
+    @functools.cached_property
+    def wanted(self) -> frozenset[str]:
+        return frozenset(n.casefold() for n in self.names)
+
     def matches(self, message: Message) -> bool:
-        wanted = {n.casefold() for n in self.names}
-        return message.speaker.casefold() in wanted or (message.speaker_id or "").casefold() in wanted
+        return message.speaker.casefold() in self.wanted or (message.speaker_id or "").casefold() in self.wanted
 
 
 def split_names(values: Iterable[str]) -> tuple[str, ...]:
