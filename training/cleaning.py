@@ -38,11 +38,11 @@ MEDIA = re.compile(
 )
 NOISE = [
     ("recall notice", re.compile(r"撤回了一条消息|recalled a message")),
-    ("pat notice", re.compile(r"^\"?.{0,30}\"?\s*拍了拍")),
+    ("pat notice", re.compile(r'^(?:"[^"]{1,30}"|你|我)\s*拍了拍\s*(?:"[^"]{1,30}"|我|自己)')),
     ("friend notice", re.compile(r"你已添加了.{0,40}现在可以开始聊天了|以上是打招呼的内容|我通过了你的朋友验证请求")),
     (
         "red packet or transfer",
-        re.compile(r"收到红包|发出红包|\[(?:QQ)?红包\]|\[转账\]|请在手机上查看|领取了你的红包|已收款"),
+        re.compile(r"请在手机上查看|领取了你的红包|^(?:已收款|已被领取|\[(?:QQ)?红包\].*|\[转账\].*)$"),
     ),
     ("unsupported message", re.compile(r"\[该消息类型暂不能展示\]|请使用最新版本?手机QQ|当前版本不支持")),
     (

@@ -107,3 +107,11 @@ def test_qa_review_rules() -> None:
     assert answer_problem("你几岁？", "你几岁？", config) == "answer repeats the question"
     assert answer_problem("你几岁？", "十九", config) == "answer too short"
     assert answer_problem("你几岁？", "我今年十九岁啦", config) is None
+
+
+def test_people_talking_about_pats_and_red_packets_are_kept() -> None:
+    tally = Tally()
+    for text in ("我拍了拍他的肩膀说没事", "我收到红包了，谢谢老板！", "已收款，谢谢～"):
+        assert clean_message(message(text), CleanConfig(), tally).text == text
+    for text in ('我拍了拍"林晓"', '"林晓" 拍了拍我的小脑袋瓜', "收到红包，请在手机上查看", "[转账]请收款", "已收款"):
+        assert clean_message(message(text), CleanConfig(), tally) is None, text
