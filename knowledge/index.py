@@ -428,8 +428,9 @@ class KnowledgeIndex:
         elif kind == "scenes":
             yield from chunking.chunk_scenes(text.lines(), is_character=matcher, count=count, max_tokens=line_tokens)
         else:
-            yield from chunking.chunk_lore(text.lines(), count=count, max_tokens=lore_tokens,
-                                           overlap=s.overlap_sentences)  # fmt: skip
+            yield from chunking.chunk_lore(
+                text.lines(), count=count, max_tokens=lore_tokens, overlap=s.overlap_sentences
+            )
 
     def _index_file(
         self, entry: _FileEntry, config: str, matcher: SpeakerMatcher, report: BuildReport, tick, cancel=None

@@ -25,6 +25,7 @@ import numpy as np
 
 from knowledge import lexical
 from knowledge.embedders import Embedder
+from knowledge.relevance import Relevance
 from knowledge.store import Collection, Namespace, VectorStore
 
 FIRST_PERSON = re.compile(r"我|俺|咱|本人|\b(?:i|i'm|i've|i'd|i'll|im|me|my|mine|myself)\b", re.IGNORECASE)
@@ -93,6 +94,12 @@ class MemoryStore:
         self.embedder = embedder
         self.namespace: Namespace = store.namespace(f"memory/{character_id}")
         self._collections: dict[str, Collection] = {}
+        self._relevance: Relevance | None = None
+
+    def relevance(self) -> Relevance:
+        if self._relevance is None:
+            self._relevance = Relevance(self.embedder)
+        return self._relevance
 
     def _name(self, user_id: str) -> str:
         return f"user-{user_key(user_id)}"
@@ -142,9 +149,10 @@ class MemoryStore:
         return texts
 
     def recall(
-        self, user_id: str, query: str, *, k: int, vector: np.ndarray | None = None, floor: float | None = None
+        self, user_id: str, query: str, *, k: int, vector: np.ndarray | None = None, min_z: float = 2.0
     ) -> list[Memory]:
-        """Profile facts, then the memories most related to `query` (at most `k` of those)."""
+        """Profile facts, then the memories related to `query` (at most `k` of those): standing out
+        by `min_z` from everyday text (see knowledge.relevance), or sharing a word with it."""
         collection = self._collection(user_id, create=False)
         if collection is None:
             return []
@@ -156,17 +164,17 @@ class MemoryStore:
             return facts
         if vector is None:
             vector = self.embedder.embed_queries([query])[0]
-        floor = self.embedder.relevance_floor if floor is None else floor
+        baseline = self.relevance().baseline(vector)
         terms = set(lexical.query_terms(query))
         related = []
         for record in collection.query(vector, min(count, k * 4 + len(facts))):
             if record.metadata.get("kind") == "fact":
                 continue
-            cosine = 1.0 - (record.distance or 0.0)
+            z = Relevance.z(1.0 - (record.distance or 0.0), baseline)
             shared = terms & set(lexical.tokenize(record.document))
-            if cosine >= floor or shared:
+            if z >= min_z or (shared and z >= 0):
                 memory = self._memory(record)
-                memory.score = cosine + 0.05 * len(shared)
+                memory.score = z + len(shared)
                 related.append(memory)
         related.sort(key=lambda m: -m.score)
         return facts + related[:k]
@@ -174,8 +182,13 @@ class MemoryStore:
     @staticmethod
     def _memory(record) -> Memory:
         meta = record.metadata
-        return Memory(id=record.id, text=record.document, kind=str(meta.get("kind", "said")),
-                      time=float(meta.get("time", 0.0)), score=1.0 - (record.distance or 0.0))  # fmt: skip
+        return Memory(
+            id=record.id,
+            text=record.document,
+            kind=str(meta.get("kind", "said")),
+            time=float(meta.get("time", 0.0)),
+            score=1.0 - (record.distance or 0.0),
+        )
 
     def export(self, user_id: str) -> dict[str, Any]:
         collection = self._collection(user_id, create=False)

@@ -35,6 +35,7 @@ from knowledge.embedders import Embedder
 from knowledge.index import BuildCancelled, BuildReport, CorpusSource, Hit, KnowledgeIndex, ProgressCallback
 from knowledge.lorebook import WorldInfo
 from knowledge.memory import MemoryStore, render
+from knowledge.relevance import Relevance
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import StoreError, VectorStore
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
 SHORT_QUERY_CHARS = 6
 READY_WAIT_S = 10.0  # a turn waits this long for an index check or a small build before going on without it
-LEXICAL_GRACE = 0.04  # a BM25 match may sit this far under the cosine floor and still count
 
 _plugins: dict[tuple[str, str, str], Any] = {}
 _plugins_lock = threading.Lock()
@@ -128,8 +128,9 @@ class ContextBuilder:
         joins the turns when the index is ready). Stopped cleanly when the process exits."""
         if self._ready or self._builder_thread is not None:
             return
-        self._builder_thread = threading.Thread(target=self._background_build, name=f"index-{self.character.id}",
-                                                daemon=True)  # fmt: skip
+        self._builder_thread = threading.Thread(
+            target=self._background_build, name=f"index-{self.character.id}", daemon=True
+        )
         _running.add(self)
         self._builder_thread.start()
 
@@ -193,9 +194,12 @@ class ContextBuilder:
         index_ready = self._ready or self.wait_ready(self.ready_wait_s)
         if not index_ready and not self._warned_building:
             self._warned_building = True
-            log.warning("the knowledge index of %s is still being built; until it is ready turns use the lorebook "
-                        "and memory only (`companion knowledge build %s` builds it in the foreground)",
-                        self.character.id, self.character.id)  # fmt: skip
+            log.warning(
+                "the knowledge index of %s is still being built; until it is ready turns use the lorebook "
+                "and memory only (`companion knowledge build %s` builds it in the foreground)",
+                self.character.id,
+                self.character.id,
+            )
         timings["prepare"] = _ms(started)
         s = self.settings
         char = self.character.card.name
@@ -218,8 +222,11 @@ class ContextBuilder:
         if len(self.world):
             for activation in self.world.scan(messages, budget_tokens=cap, count_tokens=count_tokens, user=user):
                 entry = activation.entry
-                out.blocks.append(ContextBlock(kind="lorebook", text=entry.content.strip(),
-                                               source=f"lorebook:{entry.label}", score=None))  # fmt: skip
+                out.blocks.append(
+                    ContextBlock(
+                        kind="lorebook", text=entry.content.strip(), source=f"lorebook:{entry.label}", score=None
+                    )
+                )
                 used += activation.tokens
         carry, remaining = cap - used, remaining - used
         out.tokens["lorebook"] = used
@@ -237,7 +244,7 @@ class ContextBuilder:
         used = 0
         if s.memory and s.memory_k:
             try:
-                memories = self.memory.recall(user_id, user_text, k=s.memory_k, vector=vector)
+                memories = self.memory.recall(user_id, user_text, k=s.memory_k, vector=vector, min_z=s.memory_min_z)
             except StoreError as error:
                 log.warning("memory recall failed for %s: %s", self.character.id, error)
                 memories = []
@@ -246,8 +253,9 @@ class ContextBuilder:
                 if used + tokens > cap:
                     continue
                 used += tokens
-                out.blocks.append(ContextBlock(kind="memory", text=text, source=f"memory:{memory.id}",
-                                               score=round(memory.score, 4)))  # fmt: skip
+                out.blocks.append(
+                    ContextBlock(kind="memory", text=text, source=f"memory:{memory.id}", score=round(memory.score, 4))
+                )
         carry, remaining = cap - used, remaining - used
         out.tokens["memory"] = used
         timings["memory"] = _ms(mark)
@@ -260,13 +268,14 @@ class ContextBuilder:
             mark = time.perf_counter()
             cap = allowance(share)
             used = 0
-            for hit in self._relevant(self._search(query, kind, k, vector))[:k]:
+            for hit in self._relevant(self._search(query, kind, k, vector), vector)[:k]:
                 tokens = count_tokens(hit.text)
                 if used + tokens > cap:
                     continue
                 used += tokens
-                out.blocks.append(ContextBlock(kind=block_kind, text=hit.text, source=hit.source,
-                                               score=round(hit.score, 5)))  # fmt: skip
+                out.blocks.append(
+                    ContextBlock(kind=block_kind, text=hit.text, source=hit.source, score=round(hit.score, 5))
+                )
             carry, remaining = cap - used, remaining - used
             out.tokens[block_kind] = used
             timings[block_kind] = _ms(mark)
@@ -279,17 +288,25 @@ class ContextBuilder:
         try:
             return self.index.search(query, kind=kind, k=k * 2, vector=vector)  # type: ignore[arg-type]
         except StoreError as error:
-            log.warning("knowledge search failed for %s (%s); run `companion knowledge build %s`",
-                        self.character.id, error, self.character.id)  # fmt: skip
+            log.warning(
+                "knowledge search failed for %s (%s); run `companion knowledge build %s`",
+                self.character.id,
+                error,
+                self.character.id,
+            )
             return []
 
-    def _relevant(self, hits: list[Hit]) -> list[Hit]:
-        """Hits that are about the turn: close enough in meaning, or sharing words and nearly so."""
-        floor = self.embedder.relevance_floor
+    def _relevant(self, hits: list[Hit], vector: np.ndarray) -> list[Hit]:
+        """Hits that are about the turn: standing out from everyday text (see knowledge.relevance),
+        by less when they also share words with it."""
+        baseline = self.memory.relevance().baseline(vector)
         keep = []
         for hit in hits:
-            cosine = hit.cosine if hit.cosine is not None else 0.0
-            if cosine >= floor or (hit.lexical_rank is not None and cosine >= floor - LEXICAL_GRACE):
+            z = Relevance.z(hit.cosine if hit.cosine is not None else -1.0, baseline)
+            hit.metadata["z"] = round(z, 2)
+            if z >= self.settings.knowledge_min_z or (
+                hit.lexical_rank is not None and z >= self.settings.lexical_min_z
+            ):
                 keep.append(hit)
         return keep
 

@@ -61,8 +61,15 @@ class Collection(Protocol):
 
     def query(self, vector: np.ndarray, n: int, *, documents: bool = True) -> list[Record]: ...
 
-    def get(self, ids: Sequence[str] | None = None, *, where: dict | None = None, documents: bool = True,
-            embeddings: bool = False, limit: int | None = None) -> list[Record]: ...  # fmt: skip
+    def get(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        where: dict | None = None,
+        documents: bool = True,
+        embeddings: bool = False,
+        limit: int | None = None,
+    ) -> list[Record]: ...
 
     def iterate(self, *, documents: bool = True) -> Iterator[Record]: ...
 

@@ -122,8 +122,13 @@ def query(
         hits += builder.index.search(text, kind=one, k=k, vector=vector, hybrid=not dense_only)  # type: ignore[arg-type]
     elapsed = (time.perf_counter() - started) * 1000
     if as_json:
-        print(json.dumps({"query": text, "ms": round(elapsed, 2), "hits": [h.to_json() for h in hits]},
-                         ensure_ascii=False, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {"query": text, "ms": round(elapsed, 2), "hits": [h.to_json() for h in hits]},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
     if not hits:
         console.print("no hits (is corpus/ empty? run `companion knowledge build`)")
@@ -237,12 +242,22 @@ def lorebook_test(
 
     settings = settings_from(config, data_dir)
     character = find_character(character_id, settings.character_search_path)
-    world = WorldInfo.from_book(character.card.character_book, settings.knowledge, char=character.card.name,
-                                user=settings.user_name)  # fmt: skip
+    world = WorldInfo.from_book(
+        character.card.character_book, settings.knowledge, char=character.card.name, user=settings.user_name
+    )
     activations = world.scan(text, budget_tokens=budget)
     if as_json:
-        rows = [{"entry": a.entry.label, "uid": a.entry.uid, "reason": a.reason, "position": a.entry.position_name,
-                 "order": a.entry.order, "content": a.entry.content} for a in activations]  # fmt: skip
+        rows = [
+            {
+                "entry": a.entry.label,
+                "uid": a.entry.uid,
+                "reason": a.reason,
+                "position": a.entry.position_name,
+                "order": a.entry.order,
+                "content": a.entry.content,
+            }
+            for a in activations
+        ]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not activations:

@@ -203,8 +203,9 @@ def test_inclusion_groups() -> None:
         entry(["cat"], "B", extensions={"group": "mood", "group_weight": 100}),
         entry(["cat"], "solo"),
     ]
-    outs = [active(WorldInfo.from_book(book(*group), char="M", user="S", rng=random.Random(i)), "cat")
-            for i in range(40)]  # fmt: skip
+    outs = [
+        active(WorldInfo.from_book(book(*group), char="M", user="S", rng=random.Random(i)), "cat") for i in range(40)
+    ]
     assert all(len(o) == 2 and "solo" in o for o in outs)
     assert {o[0] if o[0] != "solo" else o[1] for o in outs} == {"A", "B"}
     override = [dict(group[0]), dict(group[1], extensions={"group": "mood", "group_override": True})]
