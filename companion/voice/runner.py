@@ -16,7 +16,7 @@ from companion.events import AudioEvent, Event, TranscriptEvent
 from companion.voice.asr import ASR
 from companion.voice.audio import decode_audio, read_wav_b64, resample, write_wav
 from companion.voice.loop import LiveLoop, Player, VoiceAgent, turn_summary
-from companion.voice.pipeline import asr_languages, build_tts, speech_processors
+from companion.voice.pipeline import asr_languages, speech_processors
 from companion.voice.vad import Endpointer
 
 
@@ -26,6 +26,8 @@ class VoiceStack:
     asr: ASR
     agent: VoiceAgent
     settings: Any
+    tts: Any = None
+    """Her voice router (the one her SpeechStage speaks with)."""
 
     def endpointer(self) -> Endpointer:
         from companion import plugins
@@ -57,9 +59,10 @@ def build_voice(
     from companion.session import build_companion, shared_plugin
 
     companion = build_companion(character_id, settings)
-    companion.processors = [*companion.processors, *speech_processors(companion.character, settings)]
+    stages = speech_processors(companion.character, settings)
+    companion.processors = [*companion.processors, *stages]
     asr = shared_plugin("asr", settings.asr, settings)
-    tts = build_tts(companion.character, settings)
+    tts = stages[-1].tts
     loaders = [getattr(companion.llm, "load", None), getattr(asr, "load", None), getattr(tts.primary, "load", None)]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -69,7 +72,7 @@ def build_voice(
     key = companion.key(user=user or settings.user_name, channel=channel)
     languages = asr_languages(companion.character, settings)
     agent = VoiceAgent(companion, asr, key, languages=languages, user_name=user or settings.user_name)
-    return VoiceStack(companion=companion, asr=asr, agent=agent, settings=settings)
+    return VoiceStack(companion=companion, asr=asr, agent=agent, settings=settings, tts=tts)
 
 
 def speech_only(endpointer: Endpointer, samples: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,328 @@
+"""Voice latency and accuracy with the demo character, on this machine's CPU.
+
+Real recorded speech (../shared/testdata/speech) plus questions synthesised with espeak-ng go
+through the whole pipeline with Mochi (retrieval included when the knowledge package is wired
+into the session): Silero endpointing -> Whisper base -> Gemma-3-270M (+ her adapter, if any)
+-> sentences/tags -> Piper / espeak-ng. For every utterance, in the same run:
+
+  streaming   the live loop: speculative transcript during the silence window, sentence-level
+              TTS while the LLM writes; latency = end of speech -> first audio chunk
+  sequential  the same models one after the other: wait the silence window, transcribe all,
+              generate all, synthesise all; latency = end of speech -> audio ready
+
+Both include the endpointing silence window (`voice.silence_ms`), which any live system waits.
+Greedy decoding and a fresh conversation per utterance give both modes the same reply.
+Also: ASR WER/CER and real-time factor per recording; TTS real-time factor and first chunk.
+
+    .venv/bin/python bench/voice_latency.py [--testdata ../shared/testdata] [--limit 12] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+QUESTIONS_EN = [
+    "What time does the bakery open?",
+    "What is the name of your cat?",
+    "Which star do you like best?",
+    "Are you scared of thunderstorms?",
+    "What do you bake in the morning?",
+    "Tell me about your telescope.",
+]
+QUESTIONS_ZH = ["你最喜欢哪个星座？", "你的猫叫什么名字？", "面包店几点开门？"]
+TTS_SENTENCES = {
+    "en": [
+        "Welcome to Moon Rabbit Bakery!",
+        "The red bean buns come out again at three, so you are just in time.",
+        "When it thunders I hide under my blanket with Sesame and count the seconds.",
+    ],
+    "zh": [
+        "欢迎光临月兔烘焙坊！",
+        "早上七点那批月兔红豆包刚出炉，还烫手呢。",
+        "天琴座里那颗织女星是我用望舒找到的第一颗星星。",
+    ],
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def load_references(speech: Path) -> list[tuple[Path, int | None, str, str]]:
+    rows = []
+    with (speech / "transcripts.tsv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            name, _, side = row["file"].partition(":")
+            if row["language"] not in ("en", "zh") or row["reference_text"].startswith("("):
+                continue
+            channel = {"left": 0, "right": 1}.get(side)
+            rows.append((speech / name, channel, row["language"], row["reference_text"]))
+    return rows
+
+
+def espeak_utterance(text: str, voice: str) -> np.ndarray:
+    from companion.voice.audio import decode_audio
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "--stdout", text], capture_output=True, check=True)
+    return decode_audio(wav.stdout).samples
+
+
+def split_utterances(stack, samples: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """Utterances as the live endpointer cuts them: (audio up to the end of speech, its length)."""
+    endpointer = stack.endpointer()
+    post_roll = endpointer.post_roll
+    found = []
+    padded = np.concatenate([samples, np.zeros(16000, dtype=np.float32)])
+    for i in range(0, len(padded), 320):
+        for event in endpointer.feed(padded[i : i + 320]):
+            if event.kind == "end" and event.audio is not None:
+                speech = event.audio[: max(0, len(event.audio) - post_roll)]
+                if len(speech) > 16000 * 0.5:
+                    found.append((speech, len(speech)))
+    return found
+
+
+async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
+    from companion.events import AudioEvent, ErrorEvent
+    from companion.voice.loop import VirtualPlayer
+
+    events: list = []
+    loop = stack.live_loop(VirtualPlayer(), events.append)
+    loop.agent.key = stack.companion.key(user=user, channel="bench")
+    for i in range(0, len(speech), 320):  # the utterance arrives...
+        await loop.feed(speech[i : i + 320])
+    silence = np.zeros(320, dtype=np.float32)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # ...then silence, in real time, until she speaks
+        await loop.feed(silence)
+        await asyncio.sleep(0.02)
+        if any(isinstance(e, AudioEvent | ErrorEvent) for e in events) or (
+            loop.timings and loop._turn is not None and loop._turn.done()
+        ):
+            break
+    await loop.close()
+    timing = loop.timings[-1] if loop.timings else None
+    transcript = next((e.text for e in events if e.type == "transcript"), "")
+    return {
+        "transcript": transcript,
+        "first_audio_s": timing.first_audio if timing else None,
+        "endpoint_s": timing.confirmed if timing else None,
+        "transcript_s": timing.transcript if timing else None,
+        "first_text_s": timing.first_text if timing else None,
+        "first_sentence": next((e.text for e in events if e.type == "sentence" and e.text), ""),
+    }
+
+
+async def sequential_latency(stack, speech: np.ndarray, user: str) -> dict:
+    from companion.voice.text import parse_tags
+
+    settings = stack.settings
+    companion = stack.companion
+    started = time.monotonic()
+    await asyncio.sleep(settings.voice.silence_ms / 1000)  # the same endpointing wait
+    transcript = await asyncio.to_thread(stack.asr.transcribe, speech, languages=stack.agent.languages)
+    asr_done = time.monotonic() - started
+    if transcript.empty:
+        return {"first_audio_s": None}
+    processors, companion.processors = companion.processors, []
+    try:
+        reply = ""
+        async for event in companion.turn(companion.key(user=user, channel="bench"), transcript.text):
+            if event.type == "turn_end":
+                reply = event.text
+    finally:
+        companion.processors = processors
+    generated = time.monotonic() - started
+    text = parse_tags(reply, companion.character.settings.expressions).text
+    tts = stack.tts
+    audio_seconds = 0.0
+    if text:
+        chunks = await asyncio.to_thread(lambda: list(tts.synthesize(text)))
+        audio_seconds = sum(c.duration for c in chunks)
+    done = time.monotonic() - started
+    return {
+        "first_audio_s": done if text else None,
+        "asr_s": asr_done,
+        "generate_s": generated - asr_done,
+        "synthesize_s": done - generated,
+        "reply_audio_s": audio_seconds,
+        "reply": reply,
+    }
+
+
+def asr_section(stack, speech_dir: Path) -> list[dict]:
+    from companion.voice.audio import decode_audio
+    from companion.voice.metrics import cer, wer
+
+    rows = []
+    for path, channel, language, reference in load_references(speech_dir):
+        audio = decode_audio(path, channel=channel)
+        started = time.perf_counter()
+        transcript = stack.asr.transcribe(audio.samples, languages=stack.agent.languages)
+        seconds = time.perf_counter() - started
+        metric = cer(reference, transcript.text) if language == "zh" else wer(reference, transcript.text)
+        rows.append(
+            {
+                "file": path.name + (f":{'left' if channel == 0 else 'right'}" if channel is not None else ""),
+                "language": language,
+                "detected": transcript.language,
+                "metric": "CER" if language == "zh" else "WER",
+                "error": round(metric, 3),
+                "rtf": round(seconds / audio.duration, 3),
+                "hypothesis": transcript.text,
+            }
+        )
+    return rows
+
+
+def tts_section(stack) -> list[dict]:
+    from companion.voice.tts.espeak import EspeakSettings, EspeakTTS
+
+    voices = {
+        "piper (en)": (stack.tts.primary, TTS_SENTENCES["en"]),
+        "espeak-ng (zh)": (EspeakTTS(EspeakSettings()), TTS_SENTENCES["zh"]),
+    }
+    rows = []
+    for name, (tts, sentences) in voices.items():
+        firsts, rtfs = [], []
+        for sentence in sentences:
+            started = time.perf_counter()
+            first = None
+            duration = 0.0
+            for chunk in tts.synthesize(sentence, "zh" if "zh" in name else "en"):
+                first = first if first is not None else time.perf_counter() - started
+                duration += chunk.duration
+            rtfs.append((time.perf_counter() - started) / duration)
+            firsts.append(first)
+        rows.append(
+            {
+                "voice": name,
+                "first_chunk_s": round(statistics.median(firsts), 3),
+                "rtf": round(statistics.median(rtfs), 3),
+            }
+        )
+    return rows
+
+
+async def main_async(args) -> dict:
+    from companion.config import load_settings
+    from companion.paths import contain_library_caches
+    from companion.voice.audio import decode_audio
+    from companion.voice.runner import build_voice
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    data_dir = Path(args.data_dir).resolve()
+    contain_library_caches(data_dir)
+    settings = load_settings(data_dir=data_dir, temperature=0.0)
+    started = time.perf_counter()
+    stack = build_voice(args.character, settings, status=lambda text: print(f"  {text}"))
+    for source in stack.companion.context_sources:
+        wait = getattr(source, "wait_ready", None)
+        if wait is not None:
+            print("  waiting for the knowledge index ...")
+            wait(None)
+    print(f"  loaded in {time.perf_counter() - started:.1f}s; retrieval: {bool(stack.companion.context_sources)}")
+    speech_dir = Path(args.testdata) / "speech"
+
+    print("\nASR (Whisper base int8, detection restricted to", stack.agent.languages, ")")
+    asr_rows = asr_section(stack, speech_dir)
+    for row in asr_rows:
+        head = f"  {row['file']:<36} {row['metric']} {row['error']:.3f}  RTF {row['rtf']:.3f}"
+        print(f"{head}  [{row['detected']}] {row['hypothesis'][:60]}")
+    tts_rows = tts_section(stack)
+    print("\nTTS")
+    for row in tts_rows:
+        print(f"  {row['voice']:<16} first chunk {row['first_chunk_s']:.3f}s  RTF {row['rtf']:.3f}")
+
+    samples: list[tuple[str, np.ndarray]] = []
+    for path, channel, _, _ in load_references(speech_dir):
+        for k, (speech, _) in enumerate(split_utterances(stack, decode_audio(path, channel=channel).samples)):
+            samples.append((f"{path.stem}{'' if channel is None else f':{channel}'}#{k}", speech))
+    for text in QUESTIONS_EN:
+        samples.append((f"espeak-en: {text}", espeak_utterance(text, "en-us")))
+    for text in QUESTIONS_ZH:
+        samples.append((f"espeak-zh: {text}", espeak_utterance(text, "cmn-latn-pinyin")))
+    if args.limit:
+        samples = samples[: args.limit]
+
+    window = settings.voice.silence_ms
+    print(f"\nLatency, end of speech -> first audio ({len(samples)} utterances, silence window {window} ms)")
+    rows = []
+    for i, (name, audio) in enumerate(samples):
+        speech = audio[: len(audio)]
+        s = await streaming_latency(stack, speech, f"bench-stream-{i}")
+        q = await sequential_latency(stack, speech, f"bench-seq-{i}")
+        rows.append({"utterance": name, "streaming": s, "sequential": q})
+        fs, fq = s["first_audio_s"], q["first_audio_s"]
+        print(
+            f"  {name[:40]:<40} streaming {fs if fs is None else round(fs, 2)}s  sequential "
+            f"{fq if fq is None else round(fq, 2)}s  | heard: {s['transcript'][:40]!r}"
+        )
+    paired = [(r["streaming"]["first_audio_s"], r["sequential"]["first_audio_s"]) for r in rows]
+    paired = [(a, b) for a, b in paired if a is not None and b is not None]
+    stream = [a for a, _ in paired]
+    seq = [b for _, b in paired]
+    summary = {
+        "utterances": len(paired),
+        "streaming_p50": percentile(stream, 50),
+        "streaming_p90": percentile(stream, 90),
+        "sequential_p50": percentile(seq, 50),
+        "sequential_p90": percentile(seq, 90),
+        "speedup_p50": percentile(seq, 50) / percentile(stream, 50) if stream else float("nan"),
+        "speedup_median_per_utterance": statistics.median(b / a for a, b in paired) if paired else float("nan"),
+        "components_median": {
+            key: statistics.median(v for r in rows if (v := r["streaming"].get(key)) is not None)
+            for key in ("endpoint_s", "transcript_s", "first_text_s")
+            if any(r["streaming"].get(key) is not None for r in rows)
+        },
+    }
+    print("\nSummary")
+    print(f"  streaming   first audio p50 {summary['streaming_p50']:.2f}s  p90 {summary['streaming_p90']:.2f}s")
+    print(f"  sequential  audio ready p50 {summary['sequential_p50']:.2f}s  p90 {summary['sequential_p90']:.2f}s")
+    per = summary["speedup_median_per_utterance"]
+    print(f"  speed-up    {summary['speedup_p50']:.2f}x at p50 (median per utterance {per:.2f}x)")
+    print(
+        "  streaming components (median, from end of speech): "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in summary["components_median"].items())
+    )
+    en = [r["error"] for r in asr_rows if r["metric"] == "WER"]
+    zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]
+    aishell = zh[0] if zh else float("nan")
+    print(f"  ASR English WER mean {statistics.mean(en):.3f} (goal <= 0.05); AISHELL CER {aishell:.3f} (goal <= 0.15)")
+    return {"summary": summary, "asr": asr_rows, "tts": tts_rows, "latency": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--testdata", default=os.environ.get("COMPANION_TESTDATA", str(REPO.parent / "shared" / "testdata"))
+    )
+    parser.add_argument("--character", default="mochi")
+    parser.add_argument("--data-dir", default=str(REPO / ".data" / "bench"))
+    parser.add_argument("--limit", type=int, default=0, help="At most this many utterances (0: all).")
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "voice_latency.json")
+    args = parser.parse_args()
+    if not (Path(args.testdata) / "speech").is_dir():
+        sys.exit(f"no speech recordings at {args.testdata}/speech (pass --testdata)")
+    result = asyncio.run(main_async(args))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=float), encoding="utf-8")
+    print(f"\n(details: {args.json})")
+
+
+if __name__ == "__main__":
+    main()
