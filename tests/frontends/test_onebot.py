@@ -12,7 +12,6 @@ import threading
 import wave
 from pathlib import Path
 
-import pytest
 import websockets
 
 from companion.frontends.onebot import OneBotBot, parse_cq, plain_text, run_forward, segments_of, to_cq
@@ -26,13 +25,15 @@ REPLY_TEXT = "Hello there! I am so happy to see you. *waves* How was your day?"
 
 
 def private(user: int, message, **extra) -> dict:
-    return {"post_type": "message", "message_type": "private", "sub_type": "friend", "user_id": user,
-            "message": message, "sender": {"user_id": user, "nickname": f"u{user}"}, **extra}  # fmt: skip
+    sender = {"user_id": user, "nickname": f"u{user}"}
+    event = {"post_type": "message", "message_type": "private", "sub_type": "friend", "user_id": user}
+    return {**event, "message": message, "sender": sender, **extra}
 
 
 def group(group_id: int, user: int, message, **extra) -> dict:
-    return {"post_type": "message", "message_type": "group", "sub_type": "normal", "group_id": group_id,
-            "user_id": user, "message": message, "sender": {"user_id": user, "card": f"member{user}"}, **extra}  # fmt: skip
+    sender = {"user_id": user, "card": f"member{user}"}
+    event = {"post_type": "message", "message_type": "group", "sub_type": "normal", "group_id": group_id}
+    return {**event, "user_id": user, "message": message, "sender": sender, **extra}
 
 
 def run_peer(tmp_path: Path, mode: str, script: list[dict], expect: int, *args: str) -> subprocess.Popen:
