@@ -133,14 +133,16 @@ class FasterWhisperASR:
                 no_speech_threshold=self.settings.no_speech_threshold,
                 vad_filter=False,
             )
-            model.__dict__.pop("encode", None)  # an unused one-shot encoding never leaks into the next call
             kept = []
-            for segment in segments:
-                # Whisper invents text for noise ("Thank you.", subtitles credits): drop what it
-                # itself judged to be no speech and could not decode with confidence.
-                if segment.no_speech_prob > self.settings.no_speech_threshold and segment.avg_logprob < -0.8:
-                    continue
-                kept.append({"start": segment.start, "end": segment.end, "text": segment.text})
+            try:
+                for segment in segments:  # decoding (and encoding) happens here, lazily
+                    # Whisper invents text for noise ("Thank you.", subtitles credits): drop what it
+                    # itself judged to be no speech and could not decode with confidence.
+                    if segment.no_speech_prob > self.settings.no_speech_threshold and segment.avg_logprob < -0.8:
+                        continue
+                    kept.append({"start": segment.start, "end": segment.end, "text": segment.text})
+            finally:
+                model.__dict__.pop("encode", None)  # an unused one-shot encoding never leaks into the next call
         text = convert_chinese_script(
             join_segments([s["text"] for s in kept], info.language), info.language, self.settings.chinese_script
         )
