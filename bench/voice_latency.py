@@ -228,6 +228,12 @@ async def main_async(args) -> dict:
     data_dir = Path(args.data_dir).resolve()
     contain_library_caches(data_dir)
     settings = load_settings(data_dir=data_dir, temperature=0.0)
+    if args.llm or args.model:
+        settings.llm = settings.llm.merged({"plugin": args.llm, "model": args.model})
+    load = os.getloadavg()
+    print(
+        f"  machine: {os.cpu_count()} cores, load average {load[0]:.1f} (other work on the machine slows every figure)"
+    )
     started = time.perf_counter()
     stack = build_voice(args.character, settings, status=lambda text: print(f"  {text}"))
     for source in stack.companion.context_sources:
@@ -303,6 +309,8 @@ async def main_async(args) -> dict:
     zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]
     aishell = zh[0] if zh else float("nan")
     print(f"  ASR English WER mean {statistics.mean(en):.3f} (goal <= 0.05); AISHELL CER {aishell:.3f} (goal <= 0.15)")
+    summary["load_average"] = os.getloadavg()[0]
+    summary["llm"] = settings.llm.model_dump()
     return {"summary": summary, "asr": asr_rows, "tts": tts_rows, "latency": rows}
 
 
@@ -314,6 +322,8 @@ def main() -> None:
     parser.add_argument("--character", default="mochi")
     parser.add_argument("--data-dir", default=str(REPO / ".data" / "bench"))
     parser.add_argument("--limit", type=int, default=0, help="At most this many utterances (0: all).")
+    parser.add_argument("--llm", default=None, help="LLM plugin (default: the configured one).")
+    parser.add_argument("--model", default=None, help="Model for the LLM plugin.")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "voice_latency.json")
     args = parser.parse_args()
     if not (Path(args.testdata) / "speech").is_dir():

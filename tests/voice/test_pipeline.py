@@ -10,7 +10,14 @@ import pytest
 
 from companion.events import AudioEvent, ErrorEvent, ExpressionEvent, SentenceEvent, TextDeltaEvent, TurnEndEvent
 from companion.voice.audio import read_wav_b64
-from companion.voice.pipeline import SpeechStage, TextStage, heard_text, speech_processors, tts_spec
+from companion.voice.pipeline import (
+    SpeechStage,
+    TextStage,
+    frontend_processors,
+    heard_text,
+    speech_processors,
+    tts_spec,
+)
 from tests.voice.conftest import ScriptedLLM, collect
 
 REPLY = "[joy] Welcome to Moon Rabbit Bakery! *waves* The buns come out at three. [sad] Sorry, we close at seven."
@@ -127,3 +134,10 @@ def test_the_card_picks_the_voice(character, voice_settings, tmp_path):
     voice_settings.voice.fallback_tts = None
     stages = speech_processors(character, voice_settings, with_audio=False)
     assert len(stages) == 1 and isinstance(stages[0], TextStage)
+
+
+def test_frontends_get_both_stages(make_companion, voice_settings):
+    companion = make_companion(ScriptedLLM("Hi."))
+    stages = frontend_processors(companion, voice_settings)
+    assert [type(s) for s in stages] == [TextStage, SpeechStage]
+    assert stages[1].tts.primary.languages() == {"en"}
