@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class CorpusSource:
     id: str
     corpus_dir: Path
     speakers: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    """Glob patterns (relative to corpus_dir) of the files to index; empty means every file."""
 
     @classmethod
     def from_character(cls, character) -> CorpusSource:
@@ -138,6 +140,7 @@ class _FileEntry:
 
 
 ProgressCallback = Callable[[BuildProgress], None]
+SearchMode = Literal["hybrid", "dense", "lexical"]
 
 
 class BuildCancelled(Exception):
@@ -303,6 +306,8 @@ class KnowledgeIndex:
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root).as_posix()
             if any(part.startswith(".") for part in Path(rel).parts) or not path.is_file():
+                continue
+            if self.source.include and not any(PurePosixPath(rel).match(p) for p in self.source.include):
                 continue
             out.append(_FileEntry(rel=rel, path=path, size=path.stat().st_size))
         return out
@@ -522,7 +527,8 @@ class KnowledgeIndex:
                 index.save(self._lexical_dir(kind), fingerprint)
             self._lexical[kind] = index
 
-    def _lexical_index(self, kind: str) -> lexical.LexicalIndex:
+    def lexical_index(self, kind: str) -> lexical.LexicalIndex:
+        """The BM25 index of `kind` (loaded from its cache, or rebuilt from the store)."""
         if kind not in self._lexical:
             self._refresh_lexical(force=False)
         return self._lexical[kind]
@@ -541,19 +547,21 @@ class KnowledgeIndex:
         kind: ChunkKind,
         k: int,
         vector: np.ndarray | None = None,
-        hybrid: bool | None = None,
+        mode: SearchMode | None = None,
     ) -> list[Hit]:
-        """The best `k` chunks of `kind` for `query`: dense and BM25 ranks fused (RRF)."""
+        """The best `k` chunks of `kind` for `query`: dense and BM25 ranks fused (RRF). `mode`
+        "dense" or "lexical" uses one retriever alone (default: hybrid unless settings say not)."""
         s = self.settings
-        hybrid = s.hybrid if hybrid is None else hybrid
+        mode = mode or ("hybrid" if s.hybrid else "dense")
         collection = self._collection(kind)
         available = self.count(kind)
         if k <= 0 or not available:
             return []
         if vector is None:
             vector = self.embedder.embed_queries([query])[0]
-        dense = collection.query(vector, min(s.candidates, available))
-        lexical_hits = self._lexical_index(kind).search(lexical.query_terms(query), s.candidates) if hybrid else []
+        dense = collection.query(vector, min(s.candidates, available)) if mode != "lexical" else []
+        terms = lexical.query_terms(query)
+        lexical_hits = self.lexical_index(kind).search(terms, s.candidates) if mode != "dense" else []
 
         scores: dict[str, float] = {}
         ranks: dict[str, dict[str, int]] = {}

@@ -53,3 +53,15 @@ class Relevance:
     def z(cosine: float, baseline: tuple[float, float]) -> float:
         mean, std = baseline
         return (cosine - mean) / std
+
+    def keeps(self, hits, query_vector: np.ndarray, *, min_z: float, lexical_min_z: float) -> list:
+        """The hits (knowledge.index.Hit) that are about the query: `min_z` over everyday text,
+        or `lexical_min_z` when they also share words with it (a BM25 match)."""
+        baseline = self.baseline(query_vector)
+        kept = []
+        for hit in hits:
+            z = self.z(hit.cosine if hit.cosine is not None else -1.0, baseline)
+            hit.metadata["z"] = round(z, 2)
+            if z >= min_z or (hit.lexical_rank is not None and z >= lexical_min_z):
+                kept.append(hit)
+        return kept

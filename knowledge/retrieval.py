@@ -31,11 +31,11 @@ from companion import plugins
 from companion.config import PluginSpec, Settings
 from companion.events import ContextBlock
 from companion.messages import ChatMessage
+from knowledge import lexical
 from knowledge.embedders import Embedder
 from knowledge.index import BuildCancelled, BuildReport, CorpusSource, Hit, KnowledgeIndex, ProgressCallback
 from knowledge.lorebook import WorldInfo
 from knowledge.memory import MemoryStore, render
-from knowledge.relevance import Relevance
 from knowledge.settings import KnowledgeSettings
 from knowledge.store import StoreError, VectorStore
 
@@ -120,8 +120,21 @@ class ContextBuilder:
                 for warning in report.warnings:
                     log.warning("%s: %s", self.character.id, warning)
                 self.last_report = report
+            self._warm_up()
             self._ready = True
             return self.last_report
+
+    def _warm_up(self) -> None:
+        """Load what the first turn would otherwise wait for: jieba's dictionary, the BM25
+        indexes, the relevance baseline (seconds on a slow machine, once per process)."""
+        lexical.tokenize("预热 warm-up")
+        self.memory.relevance()
+        for kind in ("lore", "line"):
+            try:
+                if self.index.count(kind):
+                    self.index.lexical_index(kind)
+            except StoreError as error:
+                log.warning("knowledge index of %s unavailable: %s", self.character.id, error)
 
     def start(self) -> None:
         """Bring the index up to date in a background thread (chat starts at once; knowledge
@@ -297,18 +310,8 @@ class ContextBuilder:
             return []
 
     def _relevant(self, hits: list[Hit], vector: np.ndarray) -> list[Hit]:
-        """Hits that are about the turn: standing out from everyday text (see knowledge.relevance),
-        by less when they also share words with it."""
-        baseline = self.memory.relevance().baseline(vector)
-        keep = []
-        for hit in hits:
-            z = Relevance.z(hit.cosine if hit.cosine is not None else -1.0, baseline)
-            hit.metadata["z"] = round(z, 2)
-            if z >= self.settings.knowledge_min_z or (
-                hit.lexical_rank is not None and z >= self.settings.lexical_min_z
-            ):
-                keep.append(hit)
-        return keep
+        s = self.settings
+        return self.memory.relevance().keeps(hits, vector, min_z=s.knowledge_min_z, lexical_min_z=s.lexical_min_z)
 
     @staticmethod
     def _query_text(user_text: str, recent: Sequence[ChatMessage]) -> str:

@@ -102,7 +102,7 @@ def query(
     text: Annotated[str, typer.Argument(help="What to look for.")],
     kind: Annotated[str, typer.Option("--kind", help="lore, line or all.")] = "all",
     k: Annotated[int, typer.Option("-k", help="Hits per kind.")] = 5,
-    dense_only: Annotated[bool, typer.Option("--dense-only", help="No BM25, dense retrieval only.")] = False,
+    mode: Annotated[str, typer.Option("--mode", help="hybrid (dense + BM25), dense or lexical (BM25).")] = "hybrid",
     as_json: JsonOption = False,
     embedder: EmbedderOption = None,
     model: ModelOption = None,
@@ -112,6 +112,8 @@ def query(
     """Ranked hits from the corpus index, with scores and sources."""
     if kind not in ("lore", "line", "all"):
         raise CompanionError(f"--kind must be lore, line or all, not {kind!r}")
+    if mode not in ("hybrid", "dense", "lexical"):
+        raise CompanionError(f"--mode must be hybrid, dense or lexical, not {mode!r}")
     settings = _settings(config, data_dir, embedder, model)
     builder = _builder(character_id, settings)
     _build(builder, force=False, quiet=True)
@@ -119,7 +121,7 @@ def query(
     vector = builder.embedder.embed_queries([text])[0]
     hits = []
     for one in ("lore", "line") if kind == "all" else (kind,):
-        hits += builder.index.search(text, kind=one, k=k, vector=vector, hybrid=not dense_only)  # type: ignore[arg-type]
+        hits += builder.index.search(text, kind=one, k=k, vector=vector, mode=mode)  # type: ignore[arg-type]
     elapsed = (time.perf_counter() - started) * 1000
     if as_json:
         print(

@@ -74,8 +74,11 @@ def test_hybrid_search_ranks_and_sources(character, e5, store, tmp_path: Path) -
     assert lines[0].text.endswith("小麦:「因为我是芝士的律师！」") and lines[0].source == "scenes/till.txt:1-4"
     english = index.search("who keeps the lighthouse?", kind="lore", k=1)
     assert "Old Zhou" in english[0].text
-    dense = index.search("芝士最怕什么？", kind="lore", k=3, hybrid=False)
+    dense = index.search("芝士最怕什么？", kind="lore", k=3, mode="dense")
     assert all(h.lexical_rank is None for h in dense)
+    bm25 = index.search("芝士最怕什么？", kind="lore", k=3, mode="lexical")
+    assert bm25 and all(h.dense_rank is None and h.cosine is not None for h in bm25)
+    assert "吸尘器" in bm25[0].text
 
 
 def test_corrupt_database_is_detected_and_rebuilt(character, e5, store, tmp_path: Path) -> None:
@@ -128,6 +131,12 @@ def test_settings_change_rechunks(character, e5, store, tmp_path: Path) -> None:
     make_index(character, e5, store, tmp_path).build()
     smaller = make_index(character, e5, store, tmp_path, chunk_tokens=24).build()
     assert len(smaller.indexed) == 4 and smaller.totals["lore"] > 4
+
+
+def test_include_patterns_pick_files(character, e5, store, tmp_path: Path) -> None:
+    source = CorpusSource("only-cat", character.corpus_dir, include=("lore/cat.*",))
+    report = KnowledgeIndex(source, e5, store, cache_dir=tmp_path / "c").build()
+    assert report.indexed == ["lore/cat.md"] and report.totals["line"] == 0
 
 
 def test_speaker_found_when_the_card_name_is_not_used(tmp_path: Path, e5, store) -> None:
