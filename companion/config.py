@@ -16,6 +16,7 @@ from companion.voice.settings import VoiceLoopSettings
 from knowledge.settings import KnowledgeSettings
 from training.court.settings import CourtSettings
 from training.court.settings import CourtSettings
+from training.court.settings import CourtSettings
 
 
 class PluginSpec(BaseModel):
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
+    court: CourtSettings = Field(default_factory=CourtSettings)
     court: CourtSettings = Field(default_factory=CourtSettings)
     court: CourtSettings = Field(default_factory=CourtSettings)
 
