@@ -15,8 +15,6 @@ from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_dat
 from companion.voice.settings import VoiceLoopSettings
 from knowledge.settings import KnowledgeSettings
 from training.court.settings import CourtSettings
-from training.court.settings import CourtSettings
-from training.court.settings import CourtSettings
 
 
 class PluginSpec(BaseModel):
@@ -62,8 +60,6 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
-    court: CourtSettings = Field(default_factory=CourtSettings)
-    court: CourtSettings = Field(default_factory=CourtSettings)
     court: CourtSettings = Field(default_factory=CourtSettings)
 
     @property

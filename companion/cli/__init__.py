@@ -25,13 +25,7 @@ app.add_typer(knowledge_cli.app, name="knowledge")
 from companion.cli import court as court_cli  # noqa: E402
 
 app.add_typer(court_cli.app, name="court")
-from companion.cli import court as court_cli  # noqa: E402
-
-app.add_typer(court_cli.app, name="court")
 app.add_typer(data_cli.app, name="data")
-from companion.cli import court as court_cli  # noqa: E402
-
-app.add_typer(court_cli.app, name="court")
 chat_cli.register(app)
 voice_cli.register(app)
 serve_cli.register(app)

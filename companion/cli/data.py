@@ -420,11 +420,6 @@ from companion.cli.distill import distill as _distill  # noqa: E402  (novels -> 
 app.command("distill")(_distill)
 
 
-from companion.cli.distill import distill as _distill  # noqa: E402  (novels -> role-play data through an LLM)
-
-app.command("distill")(_distill)
-
-
 def _report_scrub(counts) -> None:
     if counts:
         err_console.print("replaced: " + json.dumps(dict(counts.most_common()), ensure_ascii=False), highlight=False)

@@ -83,9 +83,6 @@ def create_app(settings: Settings, hub: CompanionHub | None = None) -> FastAPI:
     from companion.frontends import court_pages  # the review court (/court): its own signed voter tokens
 
     app.include_router(court_pages.router(settings, hub.character_ids))
-    from companion.frontends import court_pages  # the review court (/court): its own signed voter tokens
-
-    app.include_router(court_pages.router(settings, hub.character_ids))
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     if state.live2d_dir.is_dir():
         app.mount("/live2d", StaticFiles(directory=state.live2d_dir), name="live2d")
