@@ -166,7 +166,10 @@ class FasterWhisperASR:
         from faster_whisper.audio import pad_or_trim
 
         frames = model.feature_extractor.nb_max_frames
-        encoded = model.encode(pad_or_trim(model.feature_extractor(audio)[..., :frames]))
+        features = model.feature_extractor(audio)
+        # exactly the first window transcribe() will encode (it drops the last frame), so the
+        # reused encoding is bit-identical to the one it would have made
+        encoded = model.encode(pad_or_trim(features[..., : min(frames, features.shape[-1] - 1)]))
         ranked = [(token[2:-2], prob) for token, prob in model.model.detect_language(encoded)[0]]
         scores = {lang: prob for lang, prob in ranked if lang in allowed}
         best = max(allowed, key=lambda lang: scores.get(lang, 0.0))
