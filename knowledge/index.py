@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -218,8 +219,6 @@ class KnowledgeIndex:
         self._drop_caches()
         self.namespace.reset()
         for folder in self.cache_dir.glob("lexical-*"):
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------ build
@@ -242,7 +241,7 @@ class KnowledgeIndex:
                     self.namespace.delete_collection(self._name(kind))
                 self._drop_caches()
 
-        files = self._scan(report)
+        files = self._scan()
         report.files = len(files)
         manifest = self._manifest()
         files_meta = self._collection("files").metadata
@@ -267,9 +266,10 @@ class KnowledgeIndex:
 
         todo = [f for f in files if self._file_needs_work(manifest.get(f.rel), f, config)]
         report.unchanged = len(files) - len(todo)
+        todo_rels = {f.rel for f in todo}
         for entry in files:
             old = manifest.get(entry.rel)
-            if entry not in todo and old and old.get("file_kind") == "skipped":
+            if entry.rel not in todo_rels and old and old.get("file_kind") == "skipped":
                 report.skipped.append((entry.rel, str(old.get("reason", "skipped"))))
         total_bytes = sum(f.size for f in todo)
         done_bytes = 0
@@ -298,7 +298,7 @@ class KnowledgeIndex:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _scan(self, report: BuildReport) -> list[_FileEntry]:
+    def _scan(self) -> list[_FileEntry]:
         root = self.source.corpus_dir
         if not root.is_dir():
             return []
