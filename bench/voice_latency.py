@@ -123,6 +123,7 @@ async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
         "endpoint_s": timing.confirmed if timing else None,
         "transcript_s": timing.transcript if timing else None,
         "first_text_s": timing.first_text if timing else None,
+        "first_sentence_s": timing.first_sentence if timing else None,
         "first_sentence": next((e.text for e in events if e.type == "sentence" and e.text), ""),
     }
 
@@ -254,14 +255,15 @@ async def main_async(args) -> dict:
     for row in tts_rows:
         print(f"  {row['voice']:<16} first chunk {row['first_chunk_s']:.3f}s  RTF {row['rtf']:.3f}")
 
-    samples: list[tuple[str, np.ndarray]] = []
+    recorded: list[tuple[str, np.ndarray]] = []
     for path, channel, _, _ in load_references(speech_dir):
         for k, (speech, _) in enumerate(split_utterances(stack, decode_audio(path, channel=channel).samples)):
-            samples.append((f"{path.stem}{'' if channel is None else f':{channel}'}#{k}", speech))
-    for text in QUESTIONS_EN:
-        samples.append((f"espeak-en: {text}", espeak_utterance(text, "en-us")))
-    for text in QUESTIONS_ZH:
-        samples.append((f"espeak-zh: {text}", espeak_utterance(text, "cmn-latn-pinyin")))
+            recorded.append((f"{path.stem}{'' if channel is None else f':{channel}'}#{k}", speech))
+    english = [(f"espeak-en: {text}", espeak_utterance(text, "en-us")) for text in QUESTIONS_EN]
+    chinese = [(f"espeak-zh: {text}", espeak_utterance(text, "cmn-latn-pinyin")) for text in QUESTIONS_ZH]
+    samples = []  # interleaved, so that --limit still takes some of each kind
+    for i in range(max(len(recorded), len(english), len(chinese))):
+        samples += [group[i] for group in (recorded, english, chinese) if i < len(group)]
     if args.limit:
         samples = samples[: args.limit]
 
@@ -292,10 +294,26 @@ async def main_async(args) -> dict:
         "speedup_median_per_utterance": statistics.median(b / a for a, b in paired) if paired else float("nan"),
         "components_median": {
             key: statistics.median(v for r in rows if (v := r["streaming"].get(key)) is not None)
-            for key in ("endpoint_s", "transcript_s", "first_text_s")
+            for key in ("endpoint_s", "transcript_s", "first_text_s", "first_sentence_s", "first_audio_s")
             if any(r["streaming"].get(key) is not None for r in rows)
         },
     }
+    stages = {
+        "wait for end of turn (silence window)": ("endpoint_s", None),
+        "transcript after that": ("transcript_s", "endpoint_s"),
+        "LLM first token": ("first_text_s", "transcript_s"),
+        "first sentence written": ("first_sentence_s", "first_text_s"),
+        "first sentence spoken (TTS)": ("first_audio_s", "first_sentence_s"),
+    }
+    summary["stages_median"] = {}
+    for label, (end, start) in stages.items():
+        spans = [
+            r["streaming"][end] - (r["streaming"][start] if start else 0.0)
+            for r in rows
+            if r["streaming"].get(end) is not None and (start is None or r["streaming"].get(start) is not None)
+        ]
+        if spans:
+            summary["stages_median"][label] = statistics.median(spans)
     print("\nSummary")
     print(f"  streaming   first audio p50 {summary['streaming_p50']:.2f}s  p90 {summary['streaming_p90']:.2f}s")
     print(f"  sequential  audio ready p50 {summary['sequential_p50']:.2f}s  p90 {summary['sequential_p90']:.2f}s")
@@ -304,6 +322,10 @@ async def main_async(args) -> dict:
     print(
         "  streaming components (median, from end of speech): "
         + ", ".join(f"{k} {v:.2f}s" for k, v in summary["components_median"].items())
+    )
+    print(
+        "  where the streaming time goes (medians): "
+        + "; ".join(f"{k} {v:.2f}s" for k, v in summary["stages_median"].items())
     )
     en = [r["error"] for r in asr_rows if r["metric"] == "WER"]
     zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]

@@ -219,6 +219,7 @@ class TurnTiming:
     confirmed: float | None = None
     transcript: float | None = None
     first_text: float | None = None
+    first_sentence: float | None = None
     first_audio: float | None = None
     done: float | None = None
     marks: dict[str, float] = field(default_factory=dict)
@@ -328,6 +329,8 @@ class LiveLoop:
                 now = time.monotonic() - timing.speech_end
                 if event.type == "text_delta" and timing.first_text is None:
                     timing.first_text = now
+                if event.type == "sentence" and timing.first_sentence is None:
+                    timing.first_sentence = now
                 if isinstance(event, AudioEvent):
                     if timing.first_audio is None:
                         timing.first_audio = now
