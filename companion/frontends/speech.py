@@ -1,7 +1,8 @@
-"""What the network frontends take from the voice pipeline: sentences and expressions for any
-text turn, and, when the voice extra is installed, speech recognition and audio events.
+"""What the network frontends take from the voice pipeline (companion.voice): sentences and
+expressions for every text turn, and, when the voice extra is installed, speech recognition and
+audio events.
 
-The text path never depends on the voice extra: without it, a turn still yields sentence and
+The text path never depends on the voice extra: without it a turn still yields sentence and
 expression events (the avatar reacts), only no audio.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import shutil
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,9 @@ import numpy as np
 
 from companion.config import PluginSpec, Settings
 from companion.errors import CompanionError
-from companion.events import Event, ExpressionEvent, SentenceEvent, TextDeltaEvent, TurnEndEvent
 from companion.session import Companion, Processor
 
 log = logging.getLogger(__name__)
-
-ASR_SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -33,92 +31,83 @@ class Heard:
     language: str | None = None
 
 
-def sentence_processor(companion: Companion) -> Processor:
-    """Text deltas -> sentence events (tags parsed out) and expression events (via the card's map)."""
-    from companion.voice.text import SentenceSplitter, parse_tags
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ModuleNotFoundError, ValueError):
+        return False
 
-    expressions = {k.lower(): v for k, v in companion.character.settings.expressions.items()}
 
-    async def process(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-        splitter = SentenceSplitter()
-        index = 0
-        last_emotion: str | None = None
-
-        def sentences(raws: list[str], turn_id: str) -> list[Event]:
-            nonlocal index, last_emotion
-            out: list[Event] = []
-            for raw in raws:
-                parsed = parse_tags(raw, expressions)
-                if parsed.emotion and parsed.emotion != last_emotion:
-                    last_emotion = parsed.emotion
-                    out.append(
-                        ExpressionEvent(
-                            turn_id=turn_id, emotion=parsed.emotion, expression=expressions.get(parsed.emotion)
-                        )
-                    )
-                if parsed.text or parsed.actions:
-                    out.append(
-                        SentenceEvent(
-                            turn_id=turn_id,
-                            index=index,
-                            text=parsed.text,
-                            emotion=parsed.emotion,
-                            actions=parsed.actions,
-                        )
-                    )
-                    index += 1
-            return out
-
-        async for event in events:
-            if isinstance(event, TextDeltaEvent):
-                yield event
-                for out in sentences(splitter.feed(event.text), event.turn_id):
-                    yield out
-            elif isinstance(event, TurnEndEvent):
-                for out in sentences(splitter.flush(), event.turn_id):
-                    yield out
-                yield event
-            else:
-                yield event
-
-    return process
+# What each TTS plugin needs beyond its own module (checked without loading a voice).
+_TTS_NEEDS = {"piper": lambda: _has_module("piper"), "espeak-ng": lambda: shutil.which("espeak-ng") is not None}
 
 
 class Speech:
-    """Speech recognition and synthesis for frontends, loaded on first use."""
+    """Speech recognition and synthesis for frontends; models load on first use."""
 
     def __init__(self, settings: Settings, mode: str = "auto") -> None:
         self.settings = settings
         self.mode = mode
         self._asr: Any = None
         self._lock = threading.Lock()
+        self._broken_tts: str | None = None
 
+    # -- what is possible ------------------------------------------------------------------------
     @property
     def asr_available(self) -> bool:
-        if self.mode == "off":
-            return False
-        return importlib.util.find_spec("faster_whisper") is not None and _has_module("companion.voice.asr")
+        return self.mode != "off" and _has_module("faster_whisper") and _has_module("companion.voice.asr")
 
     @property
     def tts_available(self) -> bool:
-        if self.mode == "off":
+        if self.mode == "off" or self._broken_tts or not _has_module("companion.voice.pipeline"):
             return False
-        return _speech_processor_factory() is not None
+        spec = getattr(self.settings, "tts", None)
+        plugin = spec.plugin if spec is not None else "piper"
+        return _TTS_NEEDS.get(plugin, lambda: True)()
 
-    def describe(self) -> dict[str, bool]:
-        return {"asr": self.asr_available, "tts": self.tts_available}
+    def describe(self) -> dict[str, Any]:
+        return {"asr": self.asr_available, "tts": self.tts_available, "tts_error": self._broken_tts}
 
+    def missing(self) -> list[str]:
+        """What `voice = "on"` lacks, for the error at start-up."""
+        out = []
+        if not self.asr_available:
+            out.append("speech recognition (faster-whisper)")
+        if not self.tts_available:
+            out.append(f"speech synthesis ({getattr(getattr(self.settings, 'tts', None), 'plugin', 'piper')})")
+        return out
+
+    # -- processors ------------------------------------------------------------------------------
     def text_processors(self, companion: Companion) -> list[Processor]:
-        if not _has_module("companion.voice.text"):
+        """Sentences (tags parsed out) and expression events."""
+        try:
+            from companion.voice.pipeline import speech_processors
+        except ImportError as exc:  # the text stage is plain Python; this should not happen
+            log.warning("no sentence/expression events: %s", exc)
             return []
-        return [sentence_processor(companion)]
+        return speech_processors(companion.character, self.settings, with_audio=False)
 
     def speech_processors(self, companion: Companion) -> list[Processor]:
-        """Sentences, expressions and audio events; falls back to text-only without TTS."""
-        factory = _speech_processor_factory() if self.mode != "off" else None
-        if factory is None:
+        """Sentences, expressions and audio; text-only when her voice cannot be built."""
+        if not self.tts_available:
             return self.text_processors(companion)
-        return list(factory(companion, self.settings))
+        try:
+            from companion.voice.pipeline import frontend_processors
+
+            return list(frontend_processors(companion, self.settings))
+        except CompanionError as exc:
+            self._broken_tts = str(exc)
+            log.warning("speech synthesis unavailable, replies are text only: %s", exc)
+            return self.text_processors(companion)
+
+    # -- listening -------------------------------------------------------------------------------
+    def languages(self, companion: Companion) -> list[str] | None:
+        try:
+            from companion.voice.pipeline import asr_languages
+
+            return asr_languages(companion.character, self.settings) or None
+        except (ImportError, AttributeError):
+            return None
 
     def _load_asr(self) -> Any:
         with self._lock:
@@ -135,19 +124,3 @@ class Speech:
         asr = await asyncio.to_thread(self._load_asr)
         result = await asyncio.to_thread(asr.transcribe, samples, languages=languages)
         return Heard(text=result.text.strip(), language=getattr(result, "language", None))
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def _speech_processor_factory():
-    """The voice package's builder of speech processors, if it is installed and importable."""
-    try:
-        from companion.voice import pipeline  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(pipeline, "frontend_processors", None)

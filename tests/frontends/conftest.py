@@ -58,7 +58,7 @@ def frontend_settings(settings: Settings, tmp_path: Path) -> Settings:
     chars = tmp_path / "chars"
     tester = new_character(chars, "tester", "Tester")
     card = tester.card
-    settings_c = tester.settings.model_copy(update={"expressions": {"joy": "smile", "sad": "tears"}})
+    settings_c = tester.settings.model_copy(update={"expressions": {"joy": "smile", "sad": "tears"}, "language": "en"})
     tester.save_card(card.with_companion(settings_c))
     scripted = new_character(chars, "scripted", "Scripty")
     scripted.save_card(scripted.card.with_companion(settings_c))

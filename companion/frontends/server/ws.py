@@ -283,7 +283,7 @@ class Connection:
         if isinstance(message, PingMessage):
             await self.emit(PongMessage(id=message.id))
         elif isinstance(message, InterruptMessage):
-            self.interrupt(message.heard_text)
+            await self.interrupt(message.heard_text)
         elif isinstance(message, HelloMessage):
             await self._hello(message)
         elif isinstance(message, TextMessage):
@@ -363,10 +363,15 @@ class Connection:
             return
         await self.emit(AcceptedMessage(id=pending.id, queued=self.inputs.qsize()))
 
-    def interrupt(self, heard_text: str | None = None) -> None:
+    async def interrupt(self, heard_text: str | None = None) -> None:
         if self.current is not None and not self.current.done():
             self.heard_text = heard_text
             self.current.cancel()
+        elif heard_text is not None:
+            # The turn had ended but her voice was still playing: keep what was heard of her last reply.
+            async with self.hub.lock(self.key):
+                self.hub.base(self.character).record_heard(self.key, heard_text.strip())
+            await self.emit(InterruptedEvent(heard_text=heard_text.strip()))
 
     # -- turns -------------------------------------------------------------------------------
     async def _work_loop(self) -> None:
@@ -425,7 +430,10 @@ class Connection:
             await self.fail(f"speech longer than {self.serve.max_audio_seconds:g} s", "too_long", pending.id)
             return None
         try:
-            heard = await self.hub.speech.transcribe(samples, [pending.language] if pending.language else None)
+            languages = (
+                [pending.language] if pending.language else self.hub.speech.languages(self.hub.base(self.character))
+            )
+            heard = await self.hub.speech.transcribe(samples, languages)
         except CompanionError as exc:
             await self.fail(str(exc), "turn_failed", pending.id)
             return None
@@ -452,7 +460,10 @@ class Connection:
             if self.closing:
                 return
             spoken = clean_reply("".join(said), name)
-            heard = self.heard_text if self.heard_text is not None else spoken
+            heard = spoken
+            if self.heard_text is not None:  # she was speaking: history keeps what the user heard
+                heard = self.heard_text.strip()
+                self.hub.base(self.character).record_heard(self.key, heard)
             await self.emit(InterruptedEvent(turn_id=turn_id, heard_text=heard))
             await self.emit(TurnEndEvent(turn_id=turn_id, text=spoken, interrupted=True))
         except SlowConsumer:

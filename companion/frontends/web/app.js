@@ -151,6 +151,7 @@ async function playNext() {
     if (expression) showExpression(expression.emotion, expression.expression);
     a.current = source;
     const start = ctx.currentTime;
+    a.now = { text: event.text, start, duration: buffer.duration };
     const slice = event.slice_ms || 20;
     const tick = () => {
       if (a.current !== source) return;
@@ -276,12 +277,26 @@ function send(message) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
 }
 
+// What you heard of her reply: whole sentences, then the start of the one cut off, marked "—".
+function heardSoFar() {
+  const a = state.audio;
+  const parts = [...a.heard];
+  if (a.current && a.now && a.ctx) {
+    const fraction = Math.min(1, (a.ctx.currentTime - a.now.start) / a.now.duration);
+    let prefix = a.now.text.slice(0, Math.floor(a.now.text.length * fraction));
+    if (a.now.text.includes(" ") && fraction < 1) prefix = prefix.slice(0, Math.max(0, prefix.lastIndexOf(" ")));
+    prefix = prefix.replace(/[ ,，、]+$/, "");
+    if (prefix) parts.push(`${prefix}—`);
+  }
+  return parts.join(" ").trim();
+}
+
 function interrupt() {
   // With her voice on, history should keep what you actually heard, not all that was generated.
   const spoke = state.audio.playing || state.audio.heard.length > 0;
-  const heard = state.audio.heard.join(" ");
+  const heard = heardSoFar();
   stopAudio();
-  if (state.busy) send({ type: "interrupt", heard_text: spoke ? heard : null });
+  if (state.busy || spoke) send({ type: "interrupt", heard_text: spoke ? heard : null });
 }
 
 function connect() {
