@@ -56,6 +56,7 @@ def serve(
     data_dir: DataDirOption = None,
 ) -> None:
     """Serve the web page, WebSocket events and an OpenAI-compatible API for your characters."""
+    from companion.errors import CompanionError
     from companion.frontends.hub import CompanionHub
     from companion.frontends.server import create_app, serve_forever
     from companion.frontends.server.auth import check_bind
@@ -74,6 +75,8 @@ def serve(
     check_bind(settings.serve)
     _logging(verbose)
     hub = CompanionHub(settings, characters=settings.serve.characters)
+    if settings.serve.voice == "on" and (missing := hub.speech.missing()):
+        raise CompanionError(f"--voice on, but {' and '.join(missing)} cannot run: pip install 'companion[voice]'")
     ids = hub.character_ids()
     default = settings.serve.default_character if settings.serve.default_character in ids else (ids or ["?"])[0]
     hub.base(default)  # a missing or broken character fails here, before the port opens
