@@ -71,6 +71,13 @@ def _train_command():
         show_config: Annotated[
             bool, typer.Option("--show-config", help="Print the resolved settings and exit.")
         ] = False,
+        method: Annotated[
+            str, typer.Option("--method", help="sft (her lines) or dpo (preference pairs, on top of her SFT adapter).")
+        ] = "sft",
+        beta: Annotated[float | None, typer.Option("--beta", help="dpo: distance from the SFT adapter (0.1).")] = None,
+        pairs: Annotated[
+            Path | None, typer.Option("--pairs", help="dpo: preference pairs (default: <character>/preference/).")
+        ] = None,
         config: ConfigOption = None,
         data_dir: DataDirOption = None,
         **knobs: Any,
@@ -80,6 +87,13 @@ def _train_command():
         from training.lora.config import TrainConfig
 
         settings = settings_from(config, data_dir)
+        if method != "sft":  # preference training (training/preference)
+            from training.preference.cli import train_dpo_command
+
+            return train_dpo_command(
+                character, settings, method=method, beta=beta, pairs=pairs, out=out, resume=resume,
+                config_file=config_file, show_config=show_config, knobs=knobs, progress=RichProgress(),
+            )  # fmt: skip
         base = TrainConfig.from_file(config_file) if config_file else TrainConfig()
         try:
             train_config = base.updated(**knobs)
@@ -210,6 +224,9 @@ def eval_(
         on_status=lambda text: err_console.print(f"[dim]{text}[/]", highlight=False),
         generate=not skip_generation,
     )
+    from training.preference.evaluate import attach_preference  # preference accuracy, when she has pairs
+
+    attach_preference(result, found, settings, adapter_dir=adapter, on_status=err_console.print)
     if write:
         md, _ = write_reports(result, out or Path(result.adapter_dir))
         err_console.print(f"[dim]wrote {md} and eval.json[/]", highlight=False)
