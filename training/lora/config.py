@@ -14,7 +14,9 @@ from companion.errors import InputFileError
 
 # Fields that change how a run is watched or saved, not what it computes: a checkpoint made
 # with other values of these still resumes to the same adapter.
-NON_SEMANTIC_FIELDS = frozenset({"eval_every", "save_every", "keep_checkpoints", "log_every", "threads"})
+NON_SEMANTIC_FIELDS = frozenset(
+    {"eval_every", "eval_at_start", "save_every", "keep_checkpoints", "log_every", "threads"}
+)
 
 
 class TrainConfig(BaseModel):
@@ -82,6 +84,7 @@ class TrainConfig(BaseModel):
 
     # -- watching and saving -----------------------------------------------------------------
     eval_every: int = Field(25, ge=0, description="Held-out loss every N steps (0: only at the end).")
+    eval_at_start: bool = Field(True, description="Held-out loss of the base model before the first step.")
     save_every: int = Field(25, ge=0, description="Checkpoint every N steps (0: never).")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     log_every: int = Field(1, ge=1, description="Record the training loss every N steps.")

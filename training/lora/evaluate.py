@@ -96,6 +96,7 @@ class EvalResult:
     goals: dict[str, Any] = field(default_factory=dict)
     probes: list[Probe] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,8 +189,8 @@ class Evaluator:
         self.on_status(f"held-out perplexity on {len(samples)} samples")
         loss = PackedLoss(model, chunk=config.loss_chunk_tokens, autocast_dtype=base.precision.autocast)
         with model.disable_adapter():
-            before = score(loss, samples, share_prefix=config.share_prefix)
-        after = score(loss, samples, share_prefix=config.share_prefix)
+            before = score(loss, samples, batch_size=self.batch_size, share_prefix=config.share_prefix)
+        after = score(loss, samples, batch_size=self.batch_size, share_prefix=config.share_prefix)
         b, a = before.as_dict(), after.as_dict()
         return {
             "samples": len(samples),
@@ -249,16 +250,19 @@ class Evaluator:
         return probes
 
     def _generate(self, model: Any, tokenizer: Any, prompts: list[list[int]], probes: list[Probe]) -> list[Reply]:
+        """One probe at a time, as chat does; the prompt prefix all probes share (persona, examples)
+        is computed once and its KV cache copied for each probe."""
+        import copy
+
         import torch
+        from transformers import DynamicCache
 
         from companion.llm.local import KNOWN_END_OF_TURN
 
         vocab = tokenizer.get_vocab()
         stop_ids = {tokenizer.eos_token_id, *(vocab[t] for t in KNOWN_END_OF_TURN if t in vocab)}
         stop_ids.discard(None)
-        special = set(tokenizer.all_special_ids) | {
-            i for t, i in vocab.items() if t.startswith("<") and t.endswith(">") and t in TEMPLATE_MARKERS
-        }
+        special = set(tokenizer.all_special_ids) | {vocab[t] for t in TEMPLATE_MARKERS if t in vocab}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
         s = self.settings
         sampling: dict[str, Any] = (
@@ -266,26 +270,29 @@ class Evaluator:
             if s.temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
-        replies: list[Reply] = []
         device = next(model.parameters()).device
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-            torch.manual_seed(self.seed + start)
-            with torch.inference_mode():
+        shared = min(len(p) for p in prompts) - 1
+        for prompt in prompts[1:]:
+            shared = next((i for i in range(shared) if prompt[i] != prompts[0][i]), shared)
+        replies: list[Reply] = []
+        with torch.inference_mode():
+            prefix_cache = DynamicCache(config=model.config)
+            if shared:
+                model(input_ids=torch.tensor([prompts[0][:shared]], device=device), past_key_values=prefix_cache)
+            for index, (prompt, probe) in enumerate(zip(prompts, probes, strict=True)):
+                ids = torch.tensor([prompt], device=device)
+                torch.manual_seed(self.seed + index)
                 out = model.generate(
                     input_ids=ids,
-                    attention_mask=mask,
+                    attention_mask=torch.ones_like(ids),
+                    past_key_values=copy.deepcopy(prefix_cache),
                     max_new_tokens=self.max_new_tokens,
                     eos_token_id=sorted(stop_ids),
                     pad_token_id=pad,
                     repetition_penalty=s.repetition_penalty,
                     **sampling,
                 )
-            for row, probe in zip(out[:, width:].tolist(), probes[start : start + len(chunk)], strict=True):
-                replies.append(self._judge(tokenizer, row, stop_ids, special, probe))
+                replies.append(self._judge(tokenizer, out[0, len(prompt) :].tolist(), stop_ids, special, probe))
         return replies
 
     def _judge(self, tokenizer: Any, row: list[int], stop_ids: set, special: set, probe: Probe) -> Reply:
@@ -406,6 +413,8 @@ def render_markdown(result: EvalResult, *, samples: int = 12) -> str:
                 f"| {_cell(p.question, 80)} | {_cell(p.base.text if p.base else '')} | "
                 f"{_cell(p.adapter.text if p.adapter else '')} |"
             )
+    if result.notes:
+        lines += ["", "Notes:", *[f"- {note}" for note in result.notes]]
     lines.append("")
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,20 @@ def resolve_model_dir(model: str, data_dir: Path, on_status=None) -> tuple[str, 
     return model, model
 
 
+_tokenizers: dict[tuple[str, float], Any] = {}
+
+
+def _load_tokenizer(source: str) -> Any:
+    """Tokenizers are read-only here; Gemma's 262k-entry one takes seconds to parse, so keep it."""
+    from transformers import AutoTokenizer
+
+    path = Path(source) / "tokenizer.json"
+    key = (source, path.stat().st_mtime if path.is_file() else 0.0)
+    if key not in _tokenizers:
+        _tokenizers[key] = AutoTokenizer.from_pretrained(source)
+    return _tokenizers[key]
+
+
 @dataclass
 class LoadedBase:
     model: Any
@@ -76,7 +91,7 @@ def load_base(
     on_status=None,
 ) -> LoadedBase:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -84,7 +99,7 @@ def load_base(
     device = pick_device(device)
     chosen = resolve_precision(precision, device)
     source, base_name = resolve_model_dir(model, data_dir, on_status)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = _load_tokenizer(source)
     if not tokenizer.chat_template:
         raise CompanionError(f"model {source} has no chat template: training must use the one inference uses")
     kwargs: dict[str, Any] = {"dtype": chosen.weights, "attn_implementation": register_attention()}
@@ -119,18 +134,36 @@ def attach_lora(base: LoadedBase, config: Any, *, gradient_checkpointing: bool =
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    targets = config.target_modules
+    if targets == "all-linear":  # as LLaMA-Factory's `lora_target: all`: short names, so other tools read them
+        targets = all_linear_names(model)
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
+        target_modules=targets,
         bias="none",
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft asks a deprecated transformers property
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, lora)
     except ValueError as error:
         raise CompanionError(f"LoRA targets {config.lora_targets!r} do not fit {base.source}: {error}") from None
+
+
+def all_linear_names(model: Any) -> list[str]:
+    """Every linear layer's short name except the output layer (q_proj, ..., down_proj)."""
+    import torch
+
+    output = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        is_linear = isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+        if is_linear and module is not output:
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
 
 
 def adapter_metadata(base: LoadedBase) -> dict[str, Any]:

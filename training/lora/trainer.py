@@ -290,7 +290,7 @@ class Trainer:
                 )
             self.dist.barrier()
 
-        if start_step == 0 and not history["eval"]:
+        if start_step == 0 and not history["eval"] and config.eval_at_start:
             evaluate(0)  # the base model's held-out loss: where the curve starts
         self.progress.start(plan.steps, start_step)
         saved_at = start_step
@@ -415,7 +415,8 @@ class Trainer:
         assert self.base is not None and self.data is not None
         seconds = max(1e-9, clock["train_seconds"])
         evals = history["eval"]
-        first, last = (evals[0], evals[-1]) if evals else ({}, {})
+        first = evals[0] if evals and evals[0]["step"] == 0 else {}
+        last = evals[-1] if evals else {}
         metrics: dict[str, Any] = {
             "steps": plan.steps,
             "warmup_steps": warmup,
