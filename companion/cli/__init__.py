@@ -25,6 +25,9 @@ app.add_typer(knowledge_cli.app, name="knowledge")
 from companion.cli import court as court_cli  # noqa: E402
 
 app.add_typer(court_cli.app, name="court")
+from companion.cli import create as create_cli  # noqa: E402
+
+create_cli.register(app)
 app.add_typer(data_cli.app, name="data")
 chat_cli.register(app)
 voice_cli.register(app)
