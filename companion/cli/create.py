@@ -42,7 +42,9 @@ def create(
     ] = 20,
     doc_questions: Annotated[int, typer.Option("--doc-questions", min=0, help="Questions about the documents.")] = 10,
     min_answers: Annotated[int, typer.Option("--min-answers", min=0, help="Fewer usable answers: stop.")] = 8,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, help="Longest answer (tokens).")] = 200,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=16, help="Longest answer in tokens (the card: 3x).")
+    ] = 200,
     steps: Annotated[int, typer.Option("--steps", min=1, help="LoRA training steps.")] = 30,
     base_model: Annotated[str | None, typer.Option("--base-model", help="Model the adapter is trained on.")] = None,
     no_knowledge: Annotated[bool, typer.Option("--no-knowledge", help="Skip the knowledge index.")] = False,
@@ -78,6 +80,7 @@ def create(
         doc_questions=doc_questions,
         min_answers=min_answers,
         answer_tokens=max_tokens,
+        card_tokens=3 * max_tokens,
         steps=steps,
         base_model=base_model,
         build_knowledge=not no_knowledge,

@@ -25,6 +25,7 @@ import html
 import threading
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -280,7 +281,10 @@ def router(settings: Any, characters: Callable[[], list[str]] | None = None) -> 
         s = c.next_for_review(user, character or None)
         if s is None:
             return page("Review", "<p>Nothing waits for your vote right now. Thank you!</p>", user)
-        ballot = c.ballot(user, s.id)
+        try:
+            ballot = c.ballot(user, s.id)
+        except CourtError:  # decided between the two reads: show the next one
+            return RedirectResponse(request.url.path + (f"?character={quote(character)}" if character else ""), 303)
         buttons = "".join(f'<button name="verdict" value="{v}">{v}</button>' for v in ("approve", "reject", "skip"))
         body = (
             f"{card(s)}<p class='dim'>Would she say this? Approve lines true to her, reject spam and wrong voices.</p>"
@@ -301,7 +305,7 @@ def router(settings: Any, characters: Callable[[], list[str]] | None = None) -> 
         except CourtError as error:
             body = f'<p class="err">{_e(error)}</p><p><a href="/court/review">next</a></p>'
             return page("Review", body, user, status=STATUS.get(error.code, 400))
-        target = "/court/review" + (f"?character={html.escape(character)}" if character else "")
+        target = "/court/review" + (f"?character={quote(character)}" if character else "")
         return RedirectResponse(target, status_code=303)
 
     @api.get("/court/leaderboard", include_in_schema=False)
