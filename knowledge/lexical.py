@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -20,8 +21,11 @@ import numpy as np
 
 from companion import atomic
 
+TOKENIZER_VERSION = 2  # part of every BM25 cache's fingerprint: a change here rebuilds them
 _jieba = None
+_stemmer = None
 _jieba_lock = threading.Lock()
+_LATIN_WORD = re.compile(r"^[a-z][a-z'-]*$")
 _STOPWORDS = frozenset(
     "的 了 着 呢 吗 吧 啊 呀 嘛 哦 哈 么 之 而 与 及 和 the a an of to and or is are was were be been am i you "
     "it in on at for with as by this that these those do does did".split()
@@ -42,6 +46,16 @@ def _tokenizer():
     return _jieba
 
 
+def _stem(tokens: list[str]) -> list[str]:
+    """English words to their Snowball stems (retreated -> retreat), so BM25 matches word forms."""
+    global _stemmer
+    if _stemmer is None:
+        import Stemmer
+
+        _stemmer = Stemmer.Stemmer("english")
+    return [_stemmer.stemWord(t) if _LATIN_WORD.match(t) else t for t in tokens]
+
+
 def _is_term(token: str) -> bool:
     if not token.strip() or token in _STOPWORDS:
         return False
@@ -49,9 +63,10 @@ def _is_term(token: str) -> bool:
 
 
 def tokenize(text: str) -> list[str]:
-    """BM25 terms of `text` (NFKC-normalised, lower-cased, jieba search-mode segmentation)."""
+    """BM25 terms of `text`: NFKC-normalised, lower-cased, segmented by jieba (search mode: words
+    and their sub-words), English words stemmed, stop words and punctuation dropped."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return [t for t in _tokenizer().cut_for_search(text) if _is_term(t)]
+    return _stem([t for t in _tokenizer().cut_for_search(text) if _is_term(t)])
 
 
 @lru_cache(maxsize=256)
@@ -62,7 +77,7 @@ def query_terms(text: str) -> tuple[str, ...]:
 class LexicalIndex:
     """BM25 (Lucene variant, bm25s) over chunk ids; saved next to the vector index."""
 
-    FORMAT = 1
+    FORMAT = 1 + TOKENIZER_VERSION * 100
 
     def __init__(self, ids: Sequence[str], retriever) -> None:
         self.ids = list(ids)
