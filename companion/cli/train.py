@@ -61,6 +61,10 @@ def _train_command():
     def train(
         character: Annotated[str, typer.Argument(help="Character id (folder name).")],
         resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+        export_checkpoint: Annotated[
+            bool,
+            typer.Option("--export-checkpoint", help="Write the adapter from the last checkpoint, without training."),
+        ] = False,
         config_file: Annotated[
             Path | None,
             typer.Option("--config-file", help="YAML/JSON with training settings (e.g. a train_config.json)."),
@@ -106,7 +110,8 @@ def _train_command():
         from training.lora.trainer import Trainer
 
         progress = RichProgress()
-        result = Trainer(character_obj, settings, train_config, out_dir=out, progress=progress).run(resume=resume)
+        trainer = Trainer(character_obj, settings, train_config, out_dir=out, progress=progress)
+        result = trainer.run(resume=resume, export_only=export_checkpoint)
         _print_training_summary(result.report, result.adapter_dir)
 
     own = [
@@ -195,6 +200,7 @@ def _print_training_summary(report: dict[str, Any], adapter_dir: Path) -> None:
 def eval_(
     character: Annotated[str, typer.Argument(help="Character id (folder name).")],
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Adapter folder (default: hers).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Base model (default: the one chat uses).")] = None,
     probes: Annotated[Path | None, typer.Option("--probes", help="Probe questions, one per line.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length cap.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
@@ -218,6 +224,7 @@ def eval_(
         found,
         settings,
         adapter_dir=adapter,
+        model=model,
         probes=read_probes(probes) if probes else None,
         max_new_tokens=max_new_tokens,
         seed=seed,

@@ -21,12 +21,11 @@ from companion import atomic
 from companion.character import Character
 from companion.config import Settings
 from companion.errors import InputFileError
-from companion.llm.embedded import EMBEDDED_MODELS
 from companion.prompt import assemble
 from training.lora.config import TrainConfig
 from training.lora.data import Renderer, prepare
 from training.lora.loss import PackedLoss, score
-from training.lora.model import load_adapter, load_base, read_adapter_config
+from training.lora.model import check_adapter_for, load_adapter, load_base, read_adapter_config
 
 DEFAULT_PROBES = Path(__file__).with_name("probes.txt")
 GOAL_FORMAT = 0.95
@@ -122,6 +121,7 @@ class Evaluator:
         settings: Settings,
         *,
         adapter_dir: Path | None = None,
+        model: str | None = None,
         probes: list[str] | None = None,
         max_new_tokens: int | None = None,
         seed: int = 0,
@@ -131,6 +131,7 @@ class Evaluator:
         self.character = character
         self.settings = settings
         self.adapter_dir = adapter_dir or character.adapter_dir
+        self.model = model
         self.probes = probes
         self.max_new_tokens = max_new_tokens or settings.max_new_tokens
         self.seed = seed
@@ -141,8 +142,13 @@ class Evaluator:
         adapter_config = read_adapter_config(self.adapter_dir)
         config_file = self.adapter_dir / "train_config.json"
         train_config = TrainConfig.from_file(config_file) if config_file.is_file() else TrainConfig()
-        recorded = str(adapter_config.get("base_model_name_or_path") or "")
-        model_name = recorded if recorded in EMBEDDED_MODELS or Path(recorded).is_dir() else train_config.model
+        # the model chat runs (her card's or the configured local model) unless told otherwise
+        card_llm = self.character.settings.llm
+        configured = (card_llm.model_dump().get("model") if card_llm.plugin in (None, "local") else None) or (
+            self.settings.llm.options.get("model") if self.settings.llm.plugin == "local" else None
+        )
+        model_name = self.model or configured or train_config.model
+        check_adapter_for(self.adapter_dir, model_name, self.settings.data_dir)
         self.on_status(f"loading {model_name} and the adapter in {self.adapter_dir}")
         base = load_base(model_name, self.settings.data_dir, device=train_config.device, precision="auto")
         model = load_adapter(base, self.adapter_dir, model_name=model_name)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from companion.errors import CompanionError, InputFileError, MissingExtraError
+from companion.errors import CompanionError, InputFileError
 from companion.llm.embedded import EMBEDDED_MODELS, embedded_model_dir
 from companion.llm.hardware import cpu_has_native_bf16, pick_device
 from companion.llm.local import check_adapter_matches
@@ -110,7 +110,7 @@ def load_base(
             import bitsandbytes  # noqa: F401
             from transformers import BitsAndBytesConfig
         except ImportError:
-            raise MissingExtraError("4-bit QLoRA", "qlora", "bitsandbytes") from None
+            raise CompanionError("4-bit QLoRA needs bitsandbytes: pip install bitsandbytes") from None
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -189,6 +189,14 @@ def read_adapter_config(folder: Path) -> dict[str, Any]:
         raise InputFileError(path, "missing: no adapter here (train one with `companion train`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputFileError(path, f"corrupt adapter config ({error})") from None
+
+
+def check_adapter_for(folder: Path, model: str, data_dir: Path) -> None:
+    """Refuse an adapter made for another base before loading anything heavy."""
+    from transformers import AutoConfig
+
+    source, _ = resolve_model_dir(model, data_dir)
+    check_adapter_matches(folder / ADAPTER_CONFIG, model, AutoConfig.from_pretrained(source))
 
 
 def load_adapter(base: LoadedBase, folder: Path, *, model_name: str) -> Any:

@@ -214,7 +214,9 @@ class Trainer:
         )
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self, *, resume: bool = False) -> TrainResult:
+    def run(self, *, resume: bool = False, export_only: bool = False) -> TrainResult:
+        """Train (or continue with `resume`). `export_only` writes the adapter from the latest
+        checkpoint without training further: a run stopped early is still usable."""
         import torch
 
         if self.base is None:
@@ -224,7 +226,9 @@ class Trainer:
         plan = Plan.build(len(data.train), config)
         warmup = math.ceil(config.warmup_ratio * plan.steps)
 
-        checkpoint = self._resume_point() if resume else None
+        checkpoint = self._resume_point() if resume or export_only else None
+        if export_only and checkpoint is None:
+            raise CompanionError(f"no checkpoint to export in {self.checkpoint_dir}")
         if checkpoint is None and self.dist.main:
             for old in ckpt.list_checkpoints(self.checkpoint_dir):
                 shutil.rmtree(old, ignore_errors=True)
@@ -297,7 +301,7 @@ class Trainer:
         completed = start_step
         updating = False
         try:
-            for step in range(start_step, plan.steps):
+            for step in range(start_step, start_step if export_only else plan.steps):
                 step_started = time.perf_counter()
                 batches = [
                     pack([data.train[i] for i in ids], share_prefix=config.share_prefix)
@@ -361,8 +365,11 @@ class Trainer:
                 self.progress.note(f"interrupted: checkpoint saved at step {completed}; continue with --resume")
             raise
         self.progress.finish()
-        evaluate(plan.steps)
-        report = self._report(plan, history, clock, checkpoint.step if checkpoint else None, warmup)
+        evaluate(completed)
+        report = self._report(plan, completed, history, clock, checkpoint.step if checkpoint else None, warmup)
+        if completed < plan.steps:
+            report["metrics"]["stopped_at_step"] = completed
+            report["data"]["notes"].append(f"exported from the checkpoint at step {completed} of {plan.steps}")
         if self.dist.main:
             self._write_adapter(model, report, history)
         self.dist.barrier()
@@ -407,7 +414,9 @@ class Trainer:
         }
 
     # -- output ----------------------------------------------------------------------------
-    def _report(self, plan: Plan, history: dict, clock: dict, resumed_from: int | None, warmup: int) -> dict[str, Any]:
+    def _report(
+        self, plan: Plan, done: int, history: dict, clock: dict, resumed_from: int | None, warmup: int
+    ) -> dict[str, Any]:
         import peft
         import torch
         import transformers
@@ -418,9 +427,10 @@ class Trainer:
         first = evals[0] if evals and evals[0]["step"] == 0 else {}
         last = evals[-1] if evals else {}
         metrics: dict[str, Any] = {
-            "steps": plan.steps,
+            "steps": done,
+            "planned_steps": plan.steps,
             "warmup_steps": warmup,
-            "epochs": plan.epoch_at(plan.steps),
+            "epochs": plan.epoch_at(done),
             "final_train_loss": history["train"][-1]["loss"] if history["train"] else None,
             "eval_loss_base": first.get("loss"),
             "eval_loss": last.get("loss"),
@@ -432,7 +442,7 @@ class Trainer:
             "learned_tokens": clock["target_tokens"],
             "tokens_per_second": clock["sample_tokens"] / seconds,
             "computed_tokens_per_second": clock["row_tokens"] / seconds,
-            "seconds_per_step": seconds / plan.steps,
+            "seconds_per_step": seconds / max(1, done),
             "peak_rss_mb": peak_rss_mb(),
         }
         if metrics["eval_lines_perplexity_base"] and metrics["eval_lines_perplexity"]:
