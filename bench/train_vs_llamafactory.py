@@ -90,7 +90,7 @@ def export_dataset(args, work: Path) -> tuple[int, int, object]:
     """Render the character's conversations once; write them for both tools. Returns token counts."""
     from companion.character import find_character
     from companion.config import load_settings
-    from training.lora.data import Renderer, prepare
+    from training.lora.data import Renderer
     from training.lora.model import resolve_model_dir
 
     settings = load_settings(None, data_dir=Path(args.data_dir) if args.data_dir else None)
@@ -102,12 +102,11 @@ def export_dataset(args, work: Path) -> tuple[int, int, object]:
     renderer = Renderer(
         tokenizer,
         character.card,
-        mode="chat",
+        mode="chat" if args.layout == "chat" else "none",
         user_name=settings.user_name,
         budget_tokens=settings.max_context_tokens - settings.max_new_tokens,
         max_length=args.max_length,
     )
-    data = prepare(character.folder, renderer, eval_fraction=0.1, seed=42)
     from training.lora.data import find_dataset, read_files, split_by_hash
 
     files = find_dataset(character.folder)
@@ -124,7 +123,8 @@ def export_dataset(args, work: Path) -> tuple[int, int, object]:
             messages = renderer.messages(example)
             if messages is None:
                 continue
-            system, turns = messages[0].content, messages[1:]
+            system = messages[0].content if messages[0].role == "system" else ""
+            turns = messages[1:] if system else messages
             conversations = [{"from": "human" if m.role == "user" else "gpt", "value": m.content} for m in turns]
             out.append({"system": system, "conversations": conversations})
         return out
@@ -146,10 +146,11 @@ def export_dataset(args, work: Path) -> tuple[int, int, object]:
     for name, rows in (("train", train), ("eval", evals)):
         with (ours / "dataset" / f"{name}.jsonl").open("w") as handle:
             for row in rows:
-                line = {"conversations": [{"from": "system", "value": row["system"]}, *row["conversations"]]}
+                system = [{"from": "system", "value": row["system"]}] if row["system"] else []
+                line = {"conversations": [*system, *row["conversations"]]}
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
     stats = SampleStats(renderer, train_examples)
-    return stats.tokens, len(train), (model_dir, settings, data)
+    return stats.tokens, len(train), (model_dir, settings)
 
 
 class SampleStats:
@@ -170,7 +171,8 @@ def run_ours(args, work: Path, env: dict[str, str]) -> dict:
         "--max-steps", str(args.steps), "--batch-size", str(args.batch_size), "--grad-accum", "1",
         "--learning-rate", str(args.lr), "--warmup-ratio", "0", "--lr-scheduler", "cosine",
         "--lora-rank", "8", "--lora-alpha", "16", "--lora-dropout", "0", "--lora-targets", "all-linear",
-        "--max-length", str(args.max_length), "--system-prompt", "dataset", "--eval-every", "0",
+        "--max-length", str(args.max_length), "--system-prompt", "dataset" if args.layout == "chat" else "none",
+        "--eval-every", "0", "--no-eval-at-start",
         "--save-every", "0", "--precision", "bf16", "--seed", "42", "--out", str(out),
     ]  # fmt: skip
     code, wall, rss = run_measured(command, {**env, "COMPANION_CHARACTERS_DIR": str(work / "chars")}, work / "ours.log")
@@ -240,7 +242,7 @@ def run_llamafactory(args, work: Path, env: dict[str, str], model_dir: Path) -> 
     }
 
 
-def score_adapters(adapters: dict[str, str], work: Path, data_dir: Path, threads: int | None) -> dict[str, float]:
+def score_adapters(adapters: dict[str, str], work: Path, data_dir: Path, mode: str) -> dict[str, float]:
     """Held-out loss of each adapter by one scorer (ours), on the bench's eval samples."""
     import torch
 
@@ -249,8 +251,6 @@ def score_adapters(adapters: dict[str, str], work: Path, data_dir: Path, threads
     from training.lora.loss import PackedLoss, score
     from training.lora.model import load_adapter, load_base
 
-    if threads:
-        torch.set_num_threads(threads)
     character = Character.load(work / "chars" / "bench")
     results = {}
     for name, folder in adapters.items():
@@ -270,6 +270,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument(
+        "--layout",
+        choices=("chat", "plain"),
+        default="chat",
+        help="chat: samples as companion chat lays them out (persona + examples, ~1.6k tokens each); "
+        "plain: the dialogue turns alone (short samples, no system prompt)",
+    )
     parser.add_argument("--eval-samples", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--data-dir", default=os.environ.get("COMPANION_DATA_DIR"))
@@ -287,7 +294,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.data_dir:
         env["COMPANION_DATA_DIR"] = args.data_dir
-    sample_tokens, n_train, (model_dir, settings, _) = export_dataset(args, work)
+    sample_tokens, n_train, (model_dir, settings) = export_dataset(args, work)
     contain_library_caches(settings.data_dir)
     print(
         f"{n_train} training samples, {sample_tokens} tokens; {args.steps} steps of batch {args.batch_size}; "
@@ -299,7 +306,8 @@ def main() -> None:
     if not args.skip_llamafactory:
         results["llamafactory"] = run_llamafactory(args, work, env, Path(model_dir))
         print(f"LLaMA-Factory:   {results['llamafactory']}", flush=True)
-    scored = score_adapters({k: v["adapter"] for k, v in results.items()}, work, settings.data_dir, None)
+    mode = "dataset" if args.layout == "chat" else "none"
+    scored = score_adapters({k: v["adapter"] for k, v in results.items()}, work, settings.data_dir, mode)
     for name, loss in scored.items():
         results[name]["eval_loss_same_scorer"] = loss
         results[name]["tokens_per_second"] = sample_tokens / results[name]["train_seconds"]

@@ -48,11 +48,11 @@ class TrainConfig(BaseModel):
 
     # -- data --------------------------------------------------------------------------------
     max_length: int = Field(2048, ge=16, description="Longest sample in tokens; longer ones are shortened and counted.")
-    system_prompt: Literal["auto", "chat", "persona", "dataset"] = Field(
+    system_prompt: Literal["auto", "chat", "persona", "dataset", "none"] = Field(
         "auto",
         description="chat: the system prompt and final user turn exactly as `companion chat` builds them; "
-        "persona: persona_prompt only; dataset: the dataset's own; auto: chat, unless the dataset carries a "
-        "system prompt other than the card's persona prompt.",
+        "persona: persona_prompt only; dataset: the dataset's own; none: no system prompt; auto: chat, unless "
+        "the dataset carries a system prompt other than the card's persona prompt.",
     )
     user_name: str | None = Field(None, description="{{user}} in prompts (default: the settings' user_name).")
     eval_fraction: float = Field(

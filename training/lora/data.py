@@ -209,6 +209,8 @@ class Renderer:
         mode = self.mode
         if mode == "auto":  # the dataset's own system prompt only when it is not the card's persona
             mode = "dataset" if example.system and example.system != self._persona else "chat"
+        if mode == "none":
+            return turns
         if mode == "dataset":
             return [ChatMessage(role="system", content=example.system or self._persona), *turns]
         if mode == "persona":
