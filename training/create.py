@@ -403,6 +403,7 @@ class Creator:
                     break
                 except Malformed as error:
                     record["reasons"].append(error.reason)
+                    record["last_output"] = output[:300]
             if record["answer"] is None and any(r.startswith("request failed") for r in record["reasons"]):
                 continue  # not recorded: asked again on the next run
             with self.answers_path.open("a", encoding="utf-8") as handle:
@@ -413,9 +414,10 @@ class Creator:
             if not r.get("answer"):
                 self.report.answers_dropped[r["reasons"][-1] if r["reasons"] else "no answer"] += 1
         self.report.answers_kept = len(kept)
-        if len(kept) < self.options.min_answers:
+        need = max(1, self.options.min_answers)
+        if len(kept) < need:
             raise CompanionError(
-                f"only {len(kept)} usable answers in {self.answers_path} (need {self.options.min_answers}): the LLM "
+                f"only {len(kept)} usable answers in {self.answers_path} (need {need}): the LLM "
                 f"({self.client.describe()}) is too weak for this; point --base-url at a stronger model and run the "
                 "same command again (--restart to start over), or lower --min-answers"
             )

@@ -214,7 +214,7 @@ def router(settings: Any, characters: Callable[[], list[str]] | None = None) -> 
         return response
 
     @api.get("/court/submit", include_in_schema=False)
-    def submit_form(request: Request, character: str = "") -> Response:
+    def submit_form(request: Request, character: str = "", q: str = "") -> Response:
         from training.court.tokens import form_token
 
         user = viewer(request)
@@ -231,12 +231,19 @@ def router(settings: Any, characters: Callable[[], list[str]] | None = None) -> 
             '<form method="post" action="/court/submit">'
             f'<input type="hidden" name="form_token" value="{_e(form_token(court().key, user.id, "submit"))}">'
             f"<label>Character</label>{pick}"
-            '<label>Someone asks her</label><textarea name="question" rows="2" required></textarea>'
+            f'<label>Someone asks her</label><textarea name="question" rows="2" required>{_e(q[:500])}</textarea>'
             '<label>She answers (in her voice)</label><textarea name="answer" rows="4" required></textarea>'
             '<label>Her state at the time (optional)</label><input type="text" name="state" maxlength="60">'
             '<label>Her mood (optional)</label><input type="text" name="mood" maxlength="60">'
             "<button>submit for review</button></form>"
         )
+        asked = list(dict.fromkeys(s.question for s in reversed(court().submissions(character=chosen, limit=None))))
+        if asked:  # answers to the same question compete: that is where preference pairs come from
+            links = "".join(
+                f'<li><a href="/court/submit?character={quote(chosen)}&q={quote(text)}">{_e(text)}</a></li>'
+                for text in asked[:10]
+            )
+            body += f"<h2>Questions others asked: answer one your way</h2><ul>{links}</ul>"
         return page("Write a line", body, user)
 
     @api.post("/court/submit", include_in_schema=False)

@@ -103,6 +103,10 @@ def test_pages_sign_in_submit_and_vote(server: str, court_settings: Settings):
         xss = alice.post("/court/submit", data={**data, **tags})
         assert "<script>" not in xss.text and "&lt;script&gt;" in xss.text
         assert "Nothing waits" in alice.get("/court/review").text  # only her own lines are pending
+        again = alice.get("/court/submit").text
+        assert "Questions others asked" in again and LINES[1][0] in again
+        prefilled = alice.get("/court/submit", params={"character": "mochi", "q": LINES[1][0]}).text
+        assert f"required>{LINES[1][0]}</textarea>" in prefilled
         bob.post("/court/login", data={"token": bo})
         review = bob.get("/court/review").text
         ballot = re.search(r'name="ballot" value="([^"]+)"', review).group(1)
