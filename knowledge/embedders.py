@@ -176,4 +176,4 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, self.settings.query_prompt)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

@@ -89,8 +89,9 @@ def user_key(user_id: str) -> str:
 class MemoryStore:
     """Memories of one character, kept apart per user."""
 
-    def __init__(self, character_id: str, embedder: Embedder, store: VectorStore) -> None:
+    def __init__(self, character_id: str, embedder: Embedder, store: VectorStore, *, max_items: int = 2000) -> None:
         self.character_id = character_id
+        self.max_items = max_items
         self.embedder = embedder
         self.namespace: Namespace = store.namespace(f"memory/{character_id}")
         self._collections: dict[str, Collection] = {}
@@ -146,6 +147,10 @@ class MemoryStore:
         vectors = self.embedder.embed_documents(texts)
         metas = [{"kind": kind, "time": now, "reply": reply[:500] or None} for _, _, kind in found]
         collection.upsert([mid for mid, _, _ in found], vectors, texts, metas)
+        if collection.count() > self.max_items:
+            said = [r for r in collection.get(documents=False) if r.metadata.get("kind") != "fact"]
+            said.sort(key=lambda r: float(r.metadata.get("time", 0.0)))
+            collection.delete(ids=[r.id for r in said[: collection.count() - self.max_items]])
         return texts
 
     def recall(

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[str], int]
 SHORT_QUERY_CHARS = 6
-READY_WAIT_S = 10.0  # a turn waits this long for an index check or a small build before going on without it
+READY_WAIT_S = 5.0  # a turn waits this long for an index check or a small build before going on without it
 
 _plugins: dict[tuple[str, str, str], Any] = {}
 _plugins_lock = threading.Lock()
@@ -84,7 +84,7 @@ class ContextBuilder:
         self.index = KnowledgeIndex(
             CorpusSource.from_character(character), embedder, store, self.settings, cache_dir=cache_dir
         )
-        self.memory = MemoryStore(character.id, embedder, store)
+        self.memory = MemoryStore(character.id, embedder, store, max_items=self.settings.memory_max_items)
         self.world = WorldInfo.from_book(character.card.character_book, self.settings, char=character.card.name)
         self.book_budget = character.card.character_book.token_budget if character.card.character_book else None
         self._ready = False

@@ -52,3 +52,4 @@ class KnowledgeSettings(BaseModel):
     match_whole_words: bool = False
     # per-user memory
     memory: bool = Field(True, description="Remember what each user tells the character.")
+    memory_max_items: int = Field(2000, ge=1, description="Per user; the oldest memories go first (facts stay).")

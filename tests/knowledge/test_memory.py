@@ -83,3 +83,13 @@ def test_memories_survive_an_embedder_change(memory: MemoryStore, tmp_path: Path
     switched = MemoryStore("mochi", minilm, ChromaStore(context=PluginContext(data_dir=tmp_path / "data")))
     recalled = switched.recall("alice", "any dessert ideas?", k=2)
     assert [m.text for m in recalled] == ["I love strawberry cake."]
+
+
+def test_oldest_memories_go_first_past_the_cap(tmp_path: Path, e5) -> None:
+    memory = MemoryStore("mochi", e5, ChromaStore(context=PluginContext(data_dir=tmp_path / "d")), max_items=3)
+    memory.remember("alice", "My name is Alice.", now=1)
+    for day, text in enumerate(["I like tea.", "I have a dog.", "I play the piano.", "I live by the sea."], 2):
+        memory.remember("alice", text, now=day)
+    kept = [m["text"] for m in memory.export("alice")["memories"]]
+    assert "{{user}}'s name is Alice" in kept and "I live by the sea." in kept
+    assert "My name is Alice." not in kept and "I like tea." not in kept and len(kept) == 3
