@@ -65,6 +65,9 @@ class FasterWhisperSettings(BaseModel):
     cpu_threads: int = 0
     """0: one per core (up to 4)."""
     beam_size: int = 1
+    temperature: float | list[float] = 0.0
+    """One greedy pass. Whisper's default fallback ladder (0.0 ... 1.0) re-decodes up to six times
+    when it doubts itself (noise, robotic voices): accurate at times, but seconds of latency."""
     languages: list[str] | None = None
     """Restrict detection to these (also settable per call)."""
     initial_prompt: str | None = None
@@ -126,6 +129,7 @@ class FasterWhisperASR:
                 audio,
                 language=language,
                 beam_size=self.settings.beam_size,
+                temperature=self.settings.temperature,
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 initial_prompt=self.settings.initial_prompt,
