@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir)
     characters_dir: Path | None = None
     user_name: str = "User"
-    llm: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="local", model="gemma3-270m"))
+    llm: PluginSpec = Field(default_factory=lambda: PluginSpec(plugin="llamacpp", model="gemma3-270m"))
     max_context_tokens: int = 2048
     max_new_tokens: int = 200
     context_budget_tokens: int = 500

@@ -19,6 +19,7 @@ import asyncio
 import codecs
 import ctypes
 import hashlib
+import importlib
 import logging
 import os
 import threading
@@ -103,7 +104,7 @@ class LlamaCppLLM:
             if gguf is None:
                 return
             try:
-                from companion.llm import llamacpp_lib
+                llamacpp_lib = importlib.import_module("companion.llm.llamacpp_lib")
             except ImportError as error:
                 self._go_reference(f"llama-cpp-python is not installed ({error}); install it with {INSTALL_HINT}")
                 return
@@ -592,16 +593,19 @@ class _Engine:
         best, best_keep = None, 0
         for key in self.saved:
             adapter, cached = key
-            if adapter is self.adapter:
+            if adapter == self._adapter_key():
                 keep = _common_prefix(cached, tokens)
                 if keep > best_keep:
                     best, best_keep = key, keep
         return best, best_keep
 
+    def _adapter_key(self) -> int:
+        return ctypes.cast(self.adapter, ctypes.c_void_p).value or 0 if self.adapter is not None else 0
+
     def _save_state(self) -> None:
         if self.max_saved <= 0 or len(self.cached) < 64:
             return
-        key = (self.adapter, tuple(self.cached))
+        key = (self._adapter_key(), tuple(self.cached))
         self.saved[key] = self.lib.get_seq_state(self.ctx, 0)
         self.saved.move_to_end(key)
         while len(self.saved) > self.max_saved:
@@ -619,6 +623,13 @@ class _Engine:
     # -- sampling ------------------------------------------------------------------------
     def sampler(self, params: GenerationParams, prompt: Sequence[int]) -> Any:
         return self.lib.Sampler(self, params, prompt)
+
+    def last_logits(self) -> Any:
+        """A copy of the logits after the last evaluated token (numpy float32)."""
+        import numpy as np
+
+        row = self.lib.llama.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
 
     def score(self, tokens: list[int], chunk: int = 64) -> list[float]:
         """Log-probabilities of tokens[1:], evaluated fresh (the cache is rebuilt afterwards).
