@@ -158,27 +158,20 @@ class ChromaCollection:
             for i in range(0, len(ids), PAGE):
                 out += self._records(_call(self._raw.get, ids=ids[i : i + PAGE], include=include))
             return out
-        out = []
-        offset = 0
-        while True:
-            page = PAGE if limit is None else min(PAGE, limit - len(out))
-            if page <= 0:
-                break
-            got = self._records(_call(self._raw.get, where=where, include=include, limit=page, offset=offset))
-            out += got
-            offset += len(got)
-            if len(got) < page:
-                break
-        return out
+        return list(self._pages(include, where=where, limit=limit))
 
     def iterate(self, *, documents: bool = True) -> Iterator[Record]:
+        """Every record, a page at a time (a 100k-chunk collection never sits in one list)."""
+        return self._pages(["metadatas"] + (["documents"] if documents else []))
+
+    def _pages(self, include: list[str], *, where: dict | None = None, limit: int | None = None) -> Iterator[Record]:
         offset = 0
-        include = ["metadatas"] + (["documents"] if documents else [])
-        while True:
-            got = self._records(_call(self._raw.get, include=include, limit=PAGE, offset=offset))
+        while limit is None or offset < limit:
+            page = PAGE if limit is None else min(PAGE, limit - offset)
+            got = self._records(_call(self._raw.get, where=where, include=include, limit=page, offset=offset))
             yield from got
             offset += len(got)
-            if len(got) < PAGE:
+            if len(got) < page:
                 return
 
     @staticmethod
