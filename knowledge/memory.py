@@ -35,13 +35,15 @@ _QUESTION_START = re.compile(
 )
 _SPLIT = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.])\s+")
 _NAME_PATTERNS = [
+    # 我叫小林 / 我的名字是小林 / (你)叫我阿伟就行: two to four characters, or a Latin name
     re.compile(
-        r"(?:我叫|我的名字(?:是|叫)|叫我|我名叫)\s*"
-        r"([\u4e00-\u9fffA-Za-z][\u4e00-\u9fffA-Za-z0-9·_ -]{0,15}?)(?=[。，,.!！?？\s就吧啦呀哦]|$)"
+        r"(?:我叫|我的名字(?:是|叫)|我名叫|(?:^|[，,。！!\s]|你|可以|就|以后)叫我)\s*"
+        r"(?![了着过他她它你我们人来去醒车干什怎做啥])([\u4e00-\u9fff]{2,4}?|[A-Za-z][A-Za-z'-]{1,20})"
+        r"(?=[。，,.!！?？\s就吧啦呀哦]|$)"
     ),
+    # my name is Sam / call me Sam: a capitalised name only ("call me later" is not a name)
     re.compile(
-        r"\b(?:my name is|my name's|call me|i am called|i'm called)\s+([A-Z][\w'-]{0,20}(?: [A-Z][\w'-]{0,20})?)",
-        re.IGNORECASE,
+        r"(?i:\b(?:my name is|my name's|call me|i am called|i'm called))\s+([A-Z][\w'-]{1,20}(?: [A-Z][\w'-]{1,20})?)"
     ),
 ]
 _SMALL_TALK = re.compile(
@@ -69,7 +71,7 @@ def extract(user_text: str) -> list[tuple[str, str, str]]:
         match = pattern.search(user_text)
         if match:
             name = match.group(1).strip(" -·")
-            if name and name.lower() not in {"a", "an", "the", "not", "just"}:
+            if name:
                 out.append(("profile:name", f"{{{{user}}}}'s name is {name}", "fact"))
                 break
     for sentence in (s.strip() for s in _SPLIT.split(user_text)):

@@ -21,6 +21,9 @@ from knowledge.store import ChromaStore
         ),
         ("叫我阿伟就行", ["{{user}}'s name is 阿伟", "叫我阿伟就行"]),
         ("你喜欢什么颜色？", []),
+        ("Call me later, I'm busy.", ["Call me later, I'm busy."]),  # no name in it
+        ("我叫了外卖，我等会儿再来。", ["我叫了外卖，我等会儿再来。"]),
+        ("你叫我干嘛", []),
         ("你好呀", []),
         ("Do you like cats?", []),
         ("我也是", []),
