@@ -70,9 +70,10 @@ def render_training_readme(report: dict[str, Any]) -> str:
             f" ({m['eval_lines_perplexity_reduction']:.0%} lower) |" if "eval_lines_perplexity_reduction" in m else " |"
         ),
         f"| final train loss | {_fmt(m['final_train_loss'])} |",
-        f"| throughput | {m['tokens_per_second']:.0f} sample tokens/s "
-        f"({m['computed_tokens_per_second']:.0f} computed tokens/s "
-        f"after prefix sharing), {m['seconds_per_step']:.1f} s/step, {m['train_seconds'] / 60:.1f} min |",
+        f"| throughput | {m['tokens_per_second']:.0f} tokens/s of the samples as written; prefix sharing computed "
+        f"{m['computed_tokens'] / max(1, m['sample_tokens']):.0%} of them "
+        f"({m['computed_tokens_per_second']:.0f} tokens/s); "
+        f"{m['seconds_per_step']:.1f} s/step, {m['train_seconds'] / 60:.1f} min |",
         f"| peak memory | {m['peak_rss_mb']:.0f} MB RSS |",
         "",
         "![loss curves](loss_curve.png)",
@@ -82,7 +83,8 @@ def render_training_readme(report: dict[str, Any]) -> str:
         lines += ["Notes:", *[f"- {n}" for n in d["notes"]], ""]
     lines += [
         "Files: `adapter_config.json` + `adapter_model.safetensors` (PEFT LoRA), `training_report.json` (metrics, "
-        "history, exact config, data hash, versions), `train_config.json` (reusable with `companion train --config`), "
+        "history, exact config, data hash, versions), `train_config.json` (reusable with "
+        "`companion train --config-file`), "
         "`loss_curve.png`; `eval.md` / `eval.json` after `companion eval`.",
         "",
     ]

@@ -489,6 +489,9 @@ class Trainer:
             )
             plot_losses(history, staging / PLOT_FILE, title=f"{self.character.card.name}: LoRA training")
             (staging / "README.md").write_text(render_training_readme(report), encoding="utf-8")
+            staging.chmod(0o755)  # a shareable folder, not a private temporary one
+            for file in staging.iterdir():
+                file.chmod(0o644)
 
 
 class _Stop(Exception):
