@@ -141,10 +141,15 @@ class Timer:
         return {"ttft": (self.first or self.last) - self.start, "tokens": self.count, "decode_tps": decode}
 
 
-def worker(engine: str, spec: dict) -> dict:
-    import torch
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM; ru_maxrss would carry over the parent's peak across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    torch.set_num_threads(spec["threads"])
+
+def worker(engine: str, spec: dict) -> dict:
     started = time.perf_counter()
     run = {"new default": _fast_runner, "transformers reference": _reference_runner, "llama-cpp-python": _lcp_runner}
     turn, reset = run[engine](spec)
@@ -155,7 +160,7 @@ def worker(engine: str, spec: dict) -> dict:
         warm = turn(second_turn(kind, messages), 8)
         out[kind] = {"cold_ttft": cold["ttft"], "warm_ttft": warm["ttft"], "decode_tps": cold["decode_tps"]}
         out[kind]["tokens"] = cold["tokens"]
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -185,7 +190,8 @@ def _fast_runner(spec: dict):
     from companion.llm.llamacpp import LlamaCppLLM, LlamaCppSettings
     from companion.plugins import PluginContext
 
-    llm = LlamaCppLLM(LlamaCppSettings(threads=spec["threads"]), PluginContext(data_dir=DATA_DIR))
+    # its default thread setting (tuned while decoding) unless --threads fixes every engine's
+    llm = LlamaCppLLM(LlamaCppSettings(threads=spec["fixed_threads"]), PluginContext(data_dir=DATA_DIR))
     llm.load()
     assert llm.fast and not llm.uses_reference(_request([], 1, spec["adapter"])), "fast path unavailable"
     llm.engine.stop_ids = set()  # decode a fixed count, like the other engines
@@ -199,6 +205,9 @@ def _fast_runner(spec: dict):
 
 
 def _reference_runner(spec: dict):
+    import torch
+
+    torch.set_num_threads(spec["threads"])
     from companion.llm.local import LocalLLM, LocalLLMSettings
     from companion.plugins import PluginContext
 
@@ -280,10 +289,12 @@ def main() -> None:
             "gguf": str(gguf),
             "lora_gguf": str(lora_gguf),
             "threads": args.threads or default_threads(),
+            "fixed_threads": args.threads,
         }
         spec_file = workdir / "spec.json"
         spec_file.write_text(json.dumps(spec))
-        print(f"adapter: {adapter}  prompts: {sizes} tokens  threads: {spec['threads']}  load: {os.getloadavg()}")
+        threads = f"{spec['threads']} (new default: {args.threads or 'auto'})"
+        print(f"adapter: {adapter}  prompts: {sizes} tokens  threads: {threads}  load avg: {os.getloadavg()}")
         runs: dict[str, list[dict]] = {e: [] for e in engines}
         for rep in range(args.reps):
             order = engines[rep % len(engines) :] + engines[: rep % len(engines)]

@@ -128,10 +128,19 @@ class LlamaCppLLM:
             model = EMBEDDED_MODELS[name]
             scratch = self.context.data_dir / "models" / "gguf"
             scratch.mkdir(parents=True, exist_ok=True)
+            stamp = scratch / f".{name}.verified"
             try:
-                return model.locate_gguf(scratch)
+                known = Path(stamp.read_text(encoding="utf-8").split("\n")[0])
+                if stamp.read_text(encoding="utf-8").split("\n")[1] == _file_key(known):
+                    return known  # assembled and checked before: skip re-hashing 500 MB
+            except (OSError, IndexError):
+                pass
+            try:
+                found = model.locate_gguf(scratch)
             except ModuleNotFoundError:
                 raise CompanionError(f"embedded model {name!r} is not installed: {model.install_hint}") from None
+            stamp.write_text(f"{found}\n{_file_key(found)}", encoding="utf-8")
+            return found
         path = Path(name).expanduser()
         if path.suffix.lower() == ".gguf":
             if not path.is_file():
@@ -328,6 +337,11 @@ class LlamaCppLLM:
             return engine.score(list(tokens))
 
 
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def default_threads() -> int:
     try:
         available = len(os.sched_getaffinity(0))
@@ -448,13 +462,13 @@ class _Engine:
         self._one = lib.llama.llama_batch_init(1, 0, 1)
         self.calibrate()
 
-    def calibrate(self, rounds: int = 2) -> None:
+    def calibrate(self, rounds: int = 1) -> None:
         """Time a few one-token steps on each thread count, so the first turn already runs on a
         sensible one (tens of milliseconds on an idle machine)."""
         if len(self.tuner.candidates) > 1:
             bos = max(self.lib.llama.llama_vocab_bos(self.vocab), 0)
             for _ in range(rounds):
-                for threads in self.tuner.candidates:
+                for threads in reversed(self.tuner.candidates):
                     self._use_threads(threads)
                     self.lib.llama.llama_memory_clear(self.memory, True)
                     started = time.perf_counter()
