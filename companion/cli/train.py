@@ -204,6 +204,9 @@ def eval_(
     probes: Annotated[Path | None, typer.Option("--probes", help="Probe questions, one per line.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length cap.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    eval_samples: Annotated[
+        int | None, typer.Option("--eval-samples", help="Score only the first N held-out samples (default: all).")
+    ] = None,
     samples: Annotated[int, typer.Option("--samples", help="Side-by-side replies in the report.")] = 12,
     skip_generation: Annotated[bool, typer.Option("--perplexity-only", help="Skip the probe replies.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
@@ -228,6 +231,7 @@ def eval_(
         probes=read_probes(probes) if probes else None,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        eval_samples=eval_samples,
         on_status=lambda text: err_console.print(f"[dim]{text}[/]", highlight=False),
         generate=not skip_generation,
     )

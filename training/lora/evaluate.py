@@ -125,7 +125,8 @@ class Evaluator:
         probes: list[str] | None = None,
         max_new_tokens: int | None = None,
         seed: int = 0,
-        batch_size: int = 8,
+        batch_size: int = 16,
+        eval_samples: int | None = None,
         on_status=None,
     ) -> None:
         self.character = character
@@ -136,6 +137,7 @@ class Evaluator:
         self.max_new_tokens = max_new_tokens or settings.max_new_tokens
         self.seed = seed
         self.batch_size = batch_size
+        self.eval_samples = eval_samples
         self.on_status = on_status or (lambda text: None)
 
     def run(self, *, perplexity: bool = True, generate: bool = True) -> EvalResult:
@@ -177,7 +179,10 @@ class Evaluator:
             self.character.folder, renderer, eval_fraction=train_config.eval_fraction, seed=train_config.seed
         )
         if perplexity:
-            result.perplexity = self._perplexity(model, base, data.eval, train_config)
+            held_out = data.eval[: self.eval_samples] if self.eval_samples else data.eval
+            result.perplexity = self._perplexity(model, base, held_out, train_config)
+            if len(held_out) < len(data.eval):
+                result.notes.append(f"perplexity on the first {len(held_out)} of {len(data.eval)} held-out samples")
         if generate:
             questions = self.probes or self._default_probes(data)
             result.probes = self._probe(model, base, questions)
