@@ -110,3 +110,26 @@ def test_loopback_without_token_refuses_foreign_hosts_and_origins(hub, frontend_
         cross_site = httpx.get(f"{base}/v1/models", headers={"Origin": "https://evil.example"})
         same_page = httpx.get(f"{base}/v1/models", headers={"Origin": base})
     assert rebinding.status_code == 403 and cross_site.status_code == 403 and same_page.status_code == 200
+
+
+def test_companions_own_openai_plugin_talks_to_companion_serve(hub, frontend_settings, tmp_path) -> None:
+    """One companion process as the LLM backend of another (the `openai` plugin against `serve`)."""
+    import asyncio
+
+    from companion.llm.base import GenerationParams, GenerationRequest
+    from companion.llm.openai_compatible import OpenAICompatibleLLM, OpenAISettings
+    from companion.messages import ChatMessage
+    from companion.plugins import PluginContext
+
+    app = create_app(frontend_settings, hub)
+
+    async def collect(llm) -> list[str]:
+        request = GenerationRequest(
+            messages=[ChatMessage(role="user", content="hi")], params=GenerationParams(max_new_tokens=40, stop=["*"])
+        )
+        return [piece async for piece in llm.stream(request)]
+
+    with running(app) as base:
+        llm = OpenAICompatibleLLM(OpenAISettings(base_url=f"{base}/v1", model="scripted"), PluginContext(tmp_path))
+        pieces = asyncio.run(collect(llm))
+    assert len(pieces) > 3 and "".join(pieces) == "[joy] Hello there! I am so happy to see you. "
