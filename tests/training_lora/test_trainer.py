@@ -222,7 +222,12 @@ def test_killed_process_resumes_to_the_same_adapter(reference, tmp_path, model_d
     character = make_character(tmp_path / "chars")
     settings = make_settings(tmp_path / "data", model_data_dir)
     config = resume_config(tiny_model_dir).updated(max_steps=40)
-    env = {**os.environ, "COMPANION_DATA_DIR": str(settings.data_dir), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "COMPANION_DATA_DIR": str(settings.data_dir),
+        "COMPANION_CHARACTERS_DIR": str(tmp_path / "chars"),
+        "HF_HUB_OFFLINE": "1",
+    }
     flags = [
         "--model", str(tiny_model_dir), "--precision", "fp32", "--max-steps", "40", "--batch-size", "3",
         "--grad-accum", "2", "--learning-rate", "0.005", "--lora-dropout", "0.1", "--eval-every", "3",
