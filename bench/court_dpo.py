@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def mochi_lines(limit: int, seed: int) -> list[tuple[str, str]]:
+    from training.cleaning import asks_something
+
     lines = []
     for path in sorted((ROOT / "characters" / "mochi" / "corpus" / "dialogues").glob("*.jsonl")):
         for raw in path.read_text(encoding="utf-8").splitlines():
@@ -37,7 +39,7 @@ def mochi_lines(limit: int, seed: int) -> list[tuple[str, str]]:
     random.Random(seed).shuffle(lines)
     seen, out = set(), []
     for q, a in lines:
-        if q not in seen:
+        if q not in seen and asks_something(q):
             seen.add(q)
             out.append((q, a))
     return out[:limit]
@@ -77,14 +79,16 @@ def main() -> None:
         (data / "models").symlink_to((args.data_dir / "models").resolve(), target_is_directory=True)
         settings = Settings(data_dir=data, characters_dir=Path(tmp))
         character = Character.load(folder)
-        court = Court(data / "court.db", CourtSettings(min_votes=3))
+        # the prankster's wrong answers are rejected, which costs points; keep him submitting for the measurement
+        court = Court(data / "court.db", CourtSettings(min_votes=3, min_points_to_submit=-(10**6)))
         good_author, bad_author = court.add_user("writer")[0], court.add_user("prankster")[0]
         voters = [court.add_user(f"voter{i}")[0] for i in range(args.voters)]
-        lines = mochi_lines(args.questions, args.seed)
+        pool = mochi_lines(2 * args.questions, args.seed)
+        lines, others = pool[: args.questions], pool[args.questions :]  # wrong answers: lines never submitted
         submitted = refused = 0
         started = time.perf_counter()
         for i, (question, answer) in enumerate(lines):
-            wrong = lines[(i + 1 + rng.randrange(len(lines) - 1)) % len(lines)][1]
+            wrong = others[i % len(others)][1]
             for author, text, honest in ((good_author, answer, "approve"), (bad_author, wrong, "reject")):
                 try:
                     s = court.submit(author, "mochi", question, text)

@@ -34,7 +34,7 @@ class DPOConfig(BaseModel):
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: str = "all-linear"
-    max_length: int = Field(1024, ge=16)
+    max_length: int = Field(2048, ge=16, description="As SFT: a persona with examples is often 1.5k tokens.")
     system_prompt: Literal["auto", "chat", "persona", "dataset"] = "chat"
     user_name: str | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1)
