@@ -26,31 +26,34 @@ class ScriptedLLM:
         self.script = script
         self.delay = delay
         self.requests: list[GenerationRequest] = []
+        self.by_prompt: dict[str, str] = {}
+        """Replies for user messages that contain a key (else `script`)."""
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str]:
         self.requests.append(request)
-        words = self.script.split(" ")
+        last = request.messages[-1].content
+        script = next((reply for key, reply in self.by_prompt.items() if key in last), self.script)
+        words = script.split(" ")
         for i, word in enumerate(words[: request.params.max_new_tokens * 4]):
             await asyncio.sleep(self.delay)
             yield word if i == 0 else " " + word
 
 
 def tone_wav(seconds: float, rate: int = 16_000) -> bytes:
-    frames = bytearray()
-    n = int(seconds * rate)
-    for i in range(n):
-        envelope = abs(math.sin(math.pi * 4 * i / rate))  # syllable-like loudness
-        value = int(12000 * envelope * math.sin(2 * math.pi * 220 * i / rate))
-        frames += value.to_bytes(2, "little", signed=True)
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = np.abs(np.sin(np.pi * 4 * t))  # syllable-like loudness
+    samples = (12000 * envelope * np.sin(2 * np.pi * 220 * t)).astype("<i2")
     out = io.BytesIO()
     with wave.open(out, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
-        wav.writeframes(bytes(frames))
+        wav.writeframes(samples.tobytes())
     return out.getvalue()
 
 

@@ -155,3 +155,43 @@ def test_floods_are_bounded_by_queue_rate_and_connection_limits(hub, frontend_se
 
     with running(app) as base:
         asyncio.run(go(base))
+
+
+def test_a_client_that_stops_reading_is_dropped_and_others_are_served(
+    make_hub, frontend_settings, scripted_llm
+) -> None:
+    from tests.frontends.conftest import ToneSpeech
+
+    scripted_llm.by_prompt["long story"] = " ".join(
+        f"[joy] This is sentence {i} of a very long story." for i in range(400)
+    )
+    scripted_llm.delay = 0.0
+    frontend_settings.max_new_tokens = 5000
+    frontend_settings.serve.send_queue = 4
+    frontend_settings.serve.send_timeout_s = 2.0
+    app = create_app(frontend_settings, make_hub(speech=ToneSpeech(frontend_settings)))
+    state = app.state.companion
+
+    async def go(base: str) -> None:
+        # max_queue=1: the client library stops reading the socket once a message waits unread.
+        stuck = await Client.connect(ws_url(base, user="stuck", character="scripted"), max_queue=1)
+        await stuck.recv()
+        await stuck.send({"type": "text", "text": "tell me a long story"})
+        other = await Client.connect(ws_url(base, user="other", character="scripted", speak="0"))
+        await other.recv()
+        # Socket buffers fill (megabytes of audio), then the bounded queue; the server gives up on it.
+        for _ in range(600):
+            if state.connections == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert state.connections == 1, "the connection that stopped reading should have been dropped"
+        await other.send({"type": "text", "text": "hello?"})
+        assert (await other.until("turn_end", timeout=60))[-1]["text"].startswith("[joy] Hello there!")
+        # Reading again, it gets what was in flight, then the end of the connection.
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await stuck.recv(timeout=30)
+        await other.close()
+
+    with running(app) as base:
+        asyncio.run(go(base))

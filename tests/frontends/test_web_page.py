@@ -84,7 +84,9 @@ def test_page_streams_text_speaks_moves_and_listens(browser, make_hub, frontend_
             " return b && b.classList.contains('streaming') && b.textContent.length > 0; })()",
             timeout=120_000,
         )
-        page.wait_for_function("document.querySelectorAll('#log li.assistant')[1].dataset.done === '1'", timeout=180_000)
+        page.wait_for_function(
+            "document.querySelectorAll('#log li.assistant')[1].dataset.done === '1'", timeout=180_000
+        )
         events = page.evaluate("window.companion.events")
         deltas = [e for e in events if e["type"] == "text_delta"]
         end = next(e for e in events if e["type"] == "turn_end")
@@ -111,10 +113,10 @@ def test_page_streams_text_speaks_moves_and_listens(browser, make_hub, frontend_
         page.wait_for_selector("#mic.recording")
         page.wait_for_timeout(1500)
         page.click("#mic")
+        page.wait_for_function("window.companion.events.some(e => e.type === 'transcript')", timeout=30_000)
         page.wait_for_function(
-            "window.companion.events.some(e => e.type === 'transcript')", timeout=30_000
+            "document.querySelectorAll('#log li.assistant')[2]?.dataset.done === '1'", timeout=60_000
         )
-        page.wait_for_function("document.querySelectorAll('#log li.assistant')[2]?.dataset.done === '1'", timeout=60_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web-page.png"))
         page.close()

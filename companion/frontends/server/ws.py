@@ -107,6 +107,7 @@ class Connection:
         self.current: asyncio.Task | None = None
         self.heard_text: str | None = None
         self.closing = False
+        self.aborted = asyncio.Event()
 
     # -- identity ----------------------------------------------------------------------------
     def _pick_character(self, wanted: str | None) -> str:
@@ -135,6 +136,19 @@ class Connection:
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop(), name=f"ws-send-{self.session_id}")
         worker = asyncio.create_task(self._work_loop(), name=f"ws-work-{self.session_id}")
+        receiver = asyncio.create_task(self._receive(), name=f"ws-receive-{self.session_id}")
+        aborted = asyncio.create_task(self.aborted.wait())
+        try:
+            await asyncio.wait({receiver, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Returning ends the connection even when the client reads nothing (the server
+            # closes the transport); no task of this connection outlives it.
+            self.closing = True
+            for task in (receiver, aborted, worker, sender):
+                task.cancel()
+            await asyncio.gather(receiver, aborted, worker, sender, return_exceptions=True)
+
+    async def _receive(self) -> None:
         try:
             await self.send_session()
             await self._receive_loop()
@@ -142,18 +156,17 @@ class Connection:
             await self.abort(1008, "slow consumer: events were not read")
         except (RuntimeError, OSError) as exc:  # the socket went away under us
             log.debug("connection %s ended: %s", self.session_id, exc)
-        finally:
-            self.closing = True
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
 
     async def abort(self, code: int, reason: str) -> None:
+        """Close with `code`; if the client is not reading, the close frame cannot go out: give up
+        after a moment and drop the connection anyway."""
         self.closing = True
-        if self.ws.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=5)
+        try:
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.ws.close(code=code, reason=reason[:120]), timeout=2)
+        finally:
+            self.aborted.set()
 
     # -- output ------------------------------------------------------------------------------
     def encode(self, message: BaseModel) -> list[str]:
