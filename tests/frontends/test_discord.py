@@ -7,6 +7,10 @@ import base64
 import io
 import wave
 
+import pytest
+
+pytest.importorskip("discord", reason="the bots extra (discord.py) is not installed")
+
 from companion.frontends.discord_bot import DISCORD_LIMIT, CompanionBot, pcm_48k_stereo
 from companion.history import ConversationKey
 from tests.frontends.discord_fake import (
