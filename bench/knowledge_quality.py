@@ -191,8 +191,7 @@ def label_exists(index, kind: str, answers: list[str]) -> bool:
     """The answer text is inside some chunk of this kind (else the label, not retrieval, is wrong)."""
     key = (id(index), kind)
     if key not in _texts:
-        collection = index._collection(kind)
-        _texts[key] = [normalise(r.document) for r in collection.iterate()]
+        _texts[key] = [normalise(r.document) for r in index.chunks(kind)]
     return any(a in text for text in _texts[key] for a in answers)
 
 

@@ -535,6 +535,10 @@ class KnowledgeIndex:
 
     # ------------------------------------------------------------ search
 
+    def chunks(self, kind: ChunkKind) -> Iterator[Record]:
+        """Every stored chunk of `kind`, a page at a time."""
+        return self._collection(kind).iterate()
+
     def count(self, kind: str) -> int:
         if kind not in self._counts:
             self._counts[kind] = self._collection(kind).count()
