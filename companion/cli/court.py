@@ -13,17 +13,24 @@ Voting and submitting take the voter's token (`--token`, or COMPANION_COURT_TOKE
 database backs the /court pages of `companion serve`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `_court_command` hands the commands' own annotations,
+# evaluated, to typer, and leaves the court's (a name only known to type checkers) unevaluated.
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.config import Settings
 from companion.errors import CompanionError
+
+if TYPE_CHECKING:
+    from training.court.store import Court
 
 app = typer.Typer(help="Review court: a community writes a character's lines and votes on them.", no_args_is_help=True)
 user_app = typer.Typer(help="Registered voters and their tokens.", no_args_is_help=True)
@@ -43,6 +50,37 @@ def _court(config: Path | None, data_dir: Path | None, db: Path | None = None):
     if db is not None:
         settings.court = settings.court.model_copy(update={"db": db})
     return open_court(settings), settings
+
+
+_OPENED = ("court", "settings")
+_WHERE = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+    for name, option in (("db", DbOption), ("config", ConfigOption), ("data_dir", DataDirOption))
+]
+
+
+def _court_command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register `command` in `group` with --db, --config and --data-dir after its own options; it is
+    called with the court they open as `court` (and their settings as `settings`, where it takes them)."""
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command)
+        wanted = [opened for opened in _OPENED if opened in signature.parameters]
+        own = [parameter for parameter in signature.parameters.values() if parameter.name not in _OPENED]
+
+        @functools.wraps(command)
+        def run(*, db: Path | None = None, config: Path | None = None, data_dir: Path | None = None, **options):
+            court, settings = _court(config, data_dir, db)
+            opened = {"court": court, "settings": settings}
+            command(**{key: opened[key] for key in wanted}, **options)
+
+        exposed = signature.replace(parameters=[*own, *_WHERE])
+        run.__signature__ = exposed  # what typer reads: the command's own options, then where the court is
+        run.__annotations__ = {parameter.name: parameter.annotation for parameter in exposed.parameters.values()}
+        group.command(name)(run)
+        return command
+
+    return register
 
 
 def _me(court, token: str | None):
@@ -78,17 +116,14 @@ def _show(submission) -> None:
 
 
 # -- users -------------------------------------------------------------------------------------
-@user_app.command("add")
+@_court_command(user_app, "add")
 def user_add(
+    court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name (unique).")],
     admin: Annotated[bool, typer.Option("--admin", help="May withdraw anyone's submission.")] = False,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Register a voter and print their token (shown once: it is how they vote)."""
-    court, _ = _court(config, data_dir, db)
     user, token = court.add_user(name, "admin" if admin else "member")
     if as_json:
         _print({**user.public(), "token": token})
@@ -97,12 +132,9 @@ def user_add(
     console.print(token, highlight=False, soft_wrap=True)
 
 
-@user_app.command("list")
-def user_list(
-    as_json: JsonOption = False, db: DbOption = None, config: ConfigOption = None, data_dir: DataDirOption = None
-) -> None:
+@_court_command(user_app, "list")
+def user_list(court: "Court", as_json: JsonOption = False) -> None:
     """Every registered voter with their points."""
-    court, _ = _court(config, data_dir, db)
     users = court.users()
     if as_json:
         _print([{**u.public(), "banned": u.banned} for u in users])
@@ -115,36 +147,32 @@ def user_list(
     console.print(table)
 
 
-@user_app.command("token")
+@_court_command(user_app, "token")
 def user_token(
+    court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name.")],
     rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new token; every older one stops working.")] = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Print a voter's token (or rotate it when it leaked)."""
-    court, _ = _court(config, data_dir, db)
     console.print(court.token_for(name, rotate=rotate), highlight=False, soft_wrap=True)
 
 
-@user_app.command("ban")
+@_court_command(user_app, "ban")
 def user_ban(
+    court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name.")],
     unban: Annotated[bool, typer.Option("--unban", help="Lift the ban.")] = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Stop (or let again) a voter submitting and voting."""
-    court, _ = _court(config, data_dir, db)
     user = court.set_banned(name, not unban)
     err_console.print(f"{user.name}: {'banned' if user.banned else 'not banned'}", highlight=False)
 
 
 # -- submitting and voting ---------------------------------------------------------------------
-@app.command("submit")
+@_court_command(app, "submit")
 def submit(
+    court: "Court",
+    settings: Settings,
     character: Annotated[str, typer.Argument(help="Character id.")],
     question: Annotated[str, typer.Option("--question", "-q", help="What someone asks her.")],
     answer: Annotated[str, typer.Option("--answer", "-a", help="Her answer, in her voice.")],
@@ -152,12 +180,8 @@ def submit(
     mood: Annotated[str | None, typer.Option("--mood", help="Her mood at the time (optional).")] = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Submit a line for review (checked by the quality rules first)."""
-    court, settings = _court(config, data_dir, db)
     me = _me(court, token)
     submission = court.submit(
         me, character, question, answer, state=state, mood=mood, public_text=_public_text(settings, character)
@@ -170,18 +194,15 @@ def submit(
         err_console.print(f"personal data replaced: {submission.notes['pii_replaced']}", highlight=False)
 
 
-@app.command("vote")
+@_court_command(app, "vote")
 def vote(
+    court: "Court",
     submission_id: Annotated[int, typer.Argument(help="Submission number.")],
     verdict: Annotated[str, typer.Argument(help="approve, reject or skip.")],
     token: TokenOption = None,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Vote on one submission."""
-    court, _ = _court(config, data_dir, db)
     me = _me(court, token)
     ballot = court.ballot(me, submission_id)
     result = court.vote(me, ballot.token, verdict.strip().lower())
@@ -194,17 +215,14 @@ def vote(
     )
 
 
-@app.command("review")
+@_court_command(app, "review")
 def review(
+    court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character's submissions.")] = None,
     token: TokenOption = None,
     limit: Annotated[int, typer.Option("--limit", help="Stop after this many votes (0: until none are left).")] = 0,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Vote on pending submissions one after another: a(pprove), r(eject), s(kip), q(uit)."""
-    court, _ = _court(config, data_dir, db)
     me = _me(court, token)
     answers = {"a": "approve", "r": "reject", "s": "skip"}
     done = 0
@@ -228,17 +246,14 @@ def review(
 
 
 # -- looking ---------------------------------------------------------------------------------
-@app.command("list")
+@_court_command(app, "list")
 def list_(
+    court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character.")] = None,
     status: Annotated[str | None, typer.Option("--status", help="pending, approved, rejected, ...")] = None,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Submissions, with their votes and status."""
-    court, _ = _court(config, data_dir, db)
     found = court.submissions(character=character, status=status)
     if as_json:
         _print([s.public() for s in found])
@@ -254,16 +269,13 @@ def list_(
     console.print(table)
 
 
-@app.command("show")
+@_court_command(app, "show")
 def show(
+    court: "Court",
     submission_id: Annotated[int, typer.Argument(help="Submission number.")],
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """One submission and who voted how."""
-    court, _ = _court(config, data_dir, db)
     submission = court.submission(submission_id)
     votes = court.votes(submission_id)
     if as_json:
@@ -274,16 +286,13 @@ def show(
         console.print(f"  {v['voter']}: {v['verdict']}", highlight=False)
 
 
-@app.command("status")
+@_court_command(app, "status")
 def status(
+    court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character.")] = None,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Counts per status and the leaderboard."""
-    court, _ = _court(config, data_dir, db)
     stats = court.stats(character)
     board = [u.public() for u in court.leaderboard(10)]
     if as_json:
@@ -297,10 +306,9 @@ def status(
         console.print(f"{rank:>3}. {user['name']}  {user['points']}", highlight=False)
 
 
-@app.command("check")
-def check(db: DbOption = None, config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+@_court_command(app, "check")
+def check(court: "Court") -> None:
     """Cross-check the database: vote counts against votes, points against the ledger."""
-    court, _ = _court(config, data_dir, db)
     problems = court.check_integrity()
     for problem in problems:
         err_console.print(problem, highlight=False)
@@ -309,8 +317,10 @@ def check(db: DbOption = None, config: ConfigOption = None, data_dir: DataDirOpt
     err_console.print(f"{court.path}: consistent (schema {court.schema_version()})", highlight=False)
 
 
-@app.command("export")
+@_court_command(app, "export")
 def export(
+    court: "Court",
+    settings: Settings,
     character: Annotated[str, typer.Argument(help="Character id.")],
     sft: Annotated[
         Path | None, typer.Option("--sft", help="Approved lines as ShareGPT (default: <character>/corpus/dialogues/).")
@@ -320,15 +330,11 @@ def export(
     ] = None,
     margin: Annotated[float, typer.Option("--margin", help="Least approval-share gap, chosen vs rejected.")] = 0.3,
     as_json: JsonOption = False,
-    db: DbOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Approved lines -> SFT dialogues; votes -> preference pairs for `companion train --method dpo`."""
     from companion.character import find_character
     from training.court.export import COURT_DIALOGUES, COURT_PAIRS, export_pairs, export_sft
 
-    court, settings = _court(config, data_dir, db)
     if sft is None or pairs is None:
         folder = find_character(character, settings.character_search_path).folder
         sft = sft or folder / COURT_DIALOGUES
