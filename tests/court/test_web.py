@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from companion.config import Settings
 from companion.frontends import court_pages
 from tests.court.conftest import LINES, varied_line
-from tests.court.server import running
+from tests.support.uvicorn_server import running
 from training.court.settings import CourtSettings
 from training.court.store import open_court
 

@@ -1,12 +1,8 @@
-"""Frontend fixtures: test characters on the session's real model, a real uvicorn server on a
-loopback port (in a thread of this process, so the loaded model is shared)."""
+"""Frontend fixtures: test characters on the session's real model, speech that speaks tones."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,29 +13,6 @@ from companion.frontends.hub import CompanionHub
 from companion.frontends.speech import Speech
 from companion.session import Companion, _shared, build_companion
 from tests.frontends.scripted import ScriptedLLM, tone_processor
-
-
-@contextmanager
-def running(app, **overrides) -> Iterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1:<free port>; yields the base URL."""
-    import uvicorn
-
-    options = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "off", "ws_ping_interval": None}
-    options.update(overrides)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 class ToneSpeech(Speech):

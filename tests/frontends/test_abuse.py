@@ -9,8 +9,8 @@ import pytest
 import websockets
 
 from companion.frontends.server import create_app
-from tests.frontends.conftest import running
 from tests.frontends.wsclient import Client, ws_url
+from tests.support.uvicorn_server import running
 
 
 async def _errors(client: Client, count: int) -> list[dict]:

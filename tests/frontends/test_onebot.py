@@ -17,7 +17,8 @@ import websockets
 from companion.frontends.onebot import OneBotBot, parse_cq, plain_text, run_forward, segments_of, to_cq
 from companion.frontends.server import create_app
 from companion.history import ConversationKey
-from tests.frontends.conftest import ToneSpeech, running
+from tests.frontends.conftest import ToneSpeech
+from tests.support.uvicorn_server import running
 
 PEER = Path(__file__).resolve().parents[1] / "support" / "onebot_peer.py"
 SELF = 10001

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from companion.frontends.server import create_app
-from tests.frontends.conftest import running
+from tests.support.uvicorn_server import running
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import pytest
 from companion.frontends.server import create_app
 from companion.frontends.speech import Speech
 from companion.history import ConversationKey
-from tests.frontends.conftest import running
 from tests.frontends.wsclient import Client, ws_url
+from tests.support.uvicorn_server import running
 
 pytestmark = pytest.mark.slow
 

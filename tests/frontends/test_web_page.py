@@ -12,7 +12,8 @@ import pytest
 
 from companion.frontends.server import create_app
 from companion.frontends.speech import Heard
-from tests.frontends.conftest import ToneSpeech, running
+from tests.frontends.conftest import ToneSpeech
+from tests.support.uvicorn_server import running
 
 pytestmark = pytest.mark.slow
 

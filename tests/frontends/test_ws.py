@@ -12,8 +12,8 @@ from companion.frontends.server import create_app
 from companion.frontends.server.protocol import CONTROL_ADAPTER
 from companion.history import ConversationKey
 from companion.session import clean_reply
-from tests.frontends.conftest import running
 from tests.frontends.wsclient import Client, ws_url
+from tests.support.uvicorn_server import running
 
 pytestmark = pytest.mark.slow
 
