@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from companion.cli.common import ConfigOption, DataDirOption, err_console, settings_from
+from companion.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    LlmModelOption,
+    LlmPluginOption,
+    apply_llm,
+    err_console,
+    settings_from,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +27,8 @@ def chat(
     character: Annotated[str, typer.Option("--character", "-c", help="Character id (folder name).")] = "mochi",
     message: Annotated[str | None, typer.Option("--message", "-m", help="Answer this once and exit.")] = None,
     user: Annotated[str | None, typer.Option("--user", help="Your name; history is kept per user.")] = None,
-    llm_plugin: Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")] = None,
+    llm_plugin: LlmPluginOption = None,
+    model: LlmModelOption = None,
     show_context: Annotated[bool, typer.Option("--show-context", help="Show what retrieval added.")] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -30,8 +38,7 @@ def chat(
     from companion.session import build_companion
 
     settings = settings_from(config, data_dir, user_name=user)
-    if llm_plugin or model:
-        settings.llm = settings.llm.merged({"plugin": llm_plugin, "model": model})
+    apply_llm(settings, llm_plugin, model)
     started = time.perf_counter()
     companion = build_companion(character, settings)
     if hasattr(companion.llm, "load"):

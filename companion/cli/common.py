@@ -23,12 +23,20 @@ DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Where models, indexes and history live.", envvar="COMPANION_DATA_DIR")
 ]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML config file.")]
+LlmPluginOption = Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")]
+LlmModelOption = Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")]
 
 
 def settings_from(config: Path | None, data_dir: Path | None, **overrides) -> Settings:
     settings = load_settings(config, data_dir=data_dir, **overrides)
     contain_library_caches(settings.data_dir)
     return settings
+
+
+def apply_llm(settings: Settings, llm_plugin: str | None, model: str | None) -> None:
+    """--llm and --model over the configured dialogue model."""
+    if llm_plugin or model:
+        settings.llm = settings.llm.merged({"plugin": llm_plugin, "model": model})
 
 
 @contextlib.contextmanager

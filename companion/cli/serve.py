@@ -8,13 +8,21 @@ from typing import Annotated
 
 import typer
 
-from companion.cli.common import ConfigOption, DataDirOption, err_console, settings_from
-from companion.config import Settings
+from companion.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    LlmModelOption,
+    LlmPluginOption,
+    apply_llm,
+    err_console,
+    settings_from,
+)
 
 CharactersOption = Annotated[
     list[str] | None,
     typer.Option("--character", "-c", help="Character id to serve (repeat for several; default: all found)."),
 ]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,16 +31,13 @@ def register(app: typer.Typer) -> None:
     app.command("onebot")(onebot)
 
 
-def _apply_llm(settings: Settings, llm_plugin: str | None, model: str | None) -> None:
-    if llm_plugin or model:
-        settings.llm = settings.llm.merged({"plugin": llm_plugin, "model": model})
-
-
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _warm(hub, character_id: str) -> None:
+    """Load the character (a missing or broken one fails here, before anything listens) and her model."""
+    hub.base(character_id)
     started = time.perf_counter()
     with err_console.status(f"Loading {character_id}'s model..."):
         hub.warm_up(character_id)
@@ -49,9 +54,9 @@ def serve(
     ] = None,
     voice: Annotated[str | None, typer.Option(help="Speech in and out: auto, on or off.")] = None,
     onebot: Annotated[bool, typer.Option("--onebot", help="Also accept QQ (OneBot v11) at /onebot/v11/ws.")] = False,
-    llm_plugin: Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    llm_plugin: LlmPluginOption = None,
+    model: LlmModelOption = None,
+    verbose: VerboseOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -62,7 +67,7 @@ def serve(
     from companion.frontends.server.auth import check_bind
 
     settings = settings_from(config, data_dir)
-    _apply_llm(settings, llm_plugin, model)
+    apply_llm(settings, llm_plugin, model)
     updates = {"host": host, "port": port, "token": token, "voice": voice}
     settings.serve = settings.serve.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if character:
@@ -79,7 +84,6 @@ def serve(
         raise CompanionError(f"--voice on, but {' and '.join(missing)} cannot run: pip install 'companion[voice]'")
     ids = hub.character_ids()
     default = settings.serve.default_character if settings.serve.default_character in ids else (ids or ["?"])[0]
-    hub.base(default)  # a missing or broken character fails here, before the port opens
     _warm(hub, default)
     app = create_app(settings, hub)
     shown = "127.0.0.1" if settings.serve.host in ("0.0.0.0", "::") else settings.serve.host
@@ -95,9 +99,9 @@ def discord(
     token: Annotated[
         str | None, typer.Option(help="Bot token.", envvar=["COMPANION_DISCORD__TOKEN", "DISCORD_TOKEN"])
     ] = None,
-    llm_plugin: Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    llm_plugin: LlmPluginOption = None,
+    model: LlmModelOption = None,
+    verbose: VerboseOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -107,7 +111,7 @@ def discord(
     from companion.frontends.hub import CompanionHub
 
     settings = settings_from(config, data_dir)
-    _apply_llm(settings, llm_plugin, model)
+    apply_llm(settings, llm_plugin, model)
     if character:
         settings.discord.character = character
     if token:
@@ -116,7 +120,6 @@ def discord(
         raise CompanionError("no Discord bot token: pass --token or set DISCORD_TOKEN (see the README, Discord)")
     _logging(verbose)
     hub = CompanionHub(settings, characters=settings.discord.characters)
-    hub.base(settings.discord.character)
     _warm(hub, settings.discord.character)
     run_bot(settings, hub)
 
@@ -131,9 +134,9 @@ def onebot(
     access_token: Annotated[
         str | None, typer.Option(help="OneBot access token.", envvar="COMPANION_ONEBOT__ACCESS_TOKEN")
     ] = None,
-    llm_plugin: Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    llm_plugin: LlmPluginOption = None,
+    model: LlmModelOption = None,
+    verbose: VerboseOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -146,13 +149,12 @@ def onebot(
     from companion.frontends.onebot import run_onebot
 
     settings = settings_from(config, data_dir)
-    _apply_llm(settings, llm_plugin, model)
+    apply_llm(settings, llm_plugin, model)
     updates = {"character": character, "host": host, "port": port, "access_token": access_token}
     if connect:
         updates.update(mode="forward", url=connect)
     settings.onebot = settings.onebot.model_copy(update={k: v for k, v in updates.items() if v is not None})
     _logging(verbose)
     hub = CompanionHub(settings, characters=[settings.onebot.character])
-    hub.base(settings.onebot.character)
     _warm(hub, settings.onebot.character)
     run_onebot(settings, hub)
