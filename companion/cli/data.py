@@ -121,14 +121,17 @@ def _no_samples_error(report, names: tuple[str, ...]) -> CompanionError:
     )
 
 
-def _build(sources, *, selection, config, system, character_id, names):
-    from training.dataset import build_dataset
+def _build(sources, skipped: list, *, names: tuple[str, ...], narration: str, config, system, character_id):
+    """Read and clean `sources` (from `read_paths`, which fills `skipped`) into a dataset of `names`' lines;
+    show what was detected."""
+    from training.dataset import Selection, build_dataset
 
+    detections: list = []
     with _progress() as progress:
         task = progress.add_task("reading and cleaning", total=None)
         dataset = build_dataset(
-            sources,
-            selection=selection,
+            _tracked(sources, detections),
+            selection=Selection(names=names, narration=narration),
             config=config,
             system=system,
             character=character_id,
@@ -136,6 +139,8 @@ def _build(sources, *, selection, config, system, character_id, names):
         )
     if not dataset.train and not dataset.eval:
         raise _no_samples_error(dataset.report, names)
+    dataset.report.skipped_files = [{"path": str(p), "problem": problem} for p, problem in skipped]
+    _show_detections(detections)
     return dataset
 
 
@@ -193,7 +198,7 @@ def import_(
     data_dir: DataDirOption = None,
 ) -> None:
     """Import chat logs, scripts, novels or datasets; say what was detected; clean and export."""
-    from training.dataset import Selection, character_system, dataset_name, split_names, write_dataset, write_samples
+    from training.dataset import character_system, dataset_name, split_names, write_dataset, write_samples
     from training.importers import read_paths
 
     if as_ and me:
@@ -201,13 +206,13 @@ def import_(
     chosen = split_names((as_ or []) + (me or []))
     options = _options(lang, [*(names or []), *chosen], variables or [], datasets or [])
     skipped: list = []
-    detections: list = []
-    sources = _tracked(read_paths(paths, options, fmt, skipped=skipped), detections)
+    sources = read_paths(paths, options, fmt, skipped=skipped)
 
     if to == "conversations":
         if out is None:
             raise typer.BadParameter("--to conversations needs --out FILE")
-        _write_conversations(sources, out)
+        detections: list = []
+        _write_conversations(_tracked(sources, detections), out)
         _show_detections(detections)
         return
     character = None
@@ -217,14 +222,13 @@ def import_(
     system = character_system(character.card, user_name or settings.user_name) if character else None
     dataset = _build(
         sources,
-        selection=Selection(names=chosen, narration=narration),
+        skipped,
+        names=chosen,
+        narration=narration,
         config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
         system=system,
         character_id=character.id if character else None,
-        names=chosen,
     )
-    dataset.report.skipped_files = [{"path": str(p), "problem": problem} for p, problem in skipped]
-    _show_detections(detections)
     if skipped:
         names = ", ".join(str(path) for path, _ in skipped)
         err_console.print(f"skipped {len(skipped)} file(s) no importer recognised: {names}", highlight=False)
@@ -287,7 +291,7 @@ def build(
     data_dir: DataDirOption = None,
 ) -> None:
     """Build <character>/dataset/ from her own corpus (dialogue jsonl, scenes, chat logs in corpus/)."""
-    from training.dataset import Selection, character_system, dataset_name, split_names, write_dataset
+    from training.dataset import character_system, dataset_name, split_names, write_dataset
     from training.importers import ReadOptions, read_paths
     from training.stats import write_json
 
@@ -301,18 +305,15 @@ def build(
     card = character.card
     chosen = split_names(as_ or []) or tuple(n for n in (card.name, card.nickname) if n)
     skipped: list = []
-    detections: list = []
-    sources = _tracked(read_paths(files, ReadOptions(names=chosen), skipped=skipped), detections)
     dataset = _build(
-        sources,
-        selection=Selection(names=chosen, narration=narration),
+        read_paths(files, ReadOptions(names=chosen), skipped=skipped),
+        skipped,
+        names=chosen,
+        narration=narration,
         config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
         system=character_system(card, user_name or settings.user_name),
         character_id=character.id,
-        names=chosen,
     )
-    dataset.report.skipped_files = [{"path": str(p), "problem": problem} for p, problem in skipped]
-    _show_detections(detections)
     target = write_dataset(character.folder, dataset, dataset_name(character.id))
     if out is not None:
         write_json(out, dataset.report.to_json())
