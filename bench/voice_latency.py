@@ -58,6 +58,22 @@ TTS_SENTENCES = {
 }
 
 
+ZH_PROMPT = "以下是普通话的句子。"
+ASR_VARIANTS: dict[str, dict] = {
+    "greedy, full 30 s window": {},
+    "beam 5": {"beam_size": 5},
+    "beam 5 + temperature fallback": {"beam_size": 5, "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
+    "zh prompt": {"language_prompts": {"zh": ZH_PROMPT}},
+    "beam 5 + zh prompt": {"beam_size": 5, "language_prompts": {"zh": ZH_PROMPT}},
+    "window speech + 2 s": {"window_padding_s": 2.0},
+    "window speech + 5 s": {"window_padding_s": 5.0},
+    "window speech + 10 s": {"window_padding_s": 10.0},
+    # as the live loop hears it: the endpointer's utterances, whole or in pieces cut at pauses
+    "live, whole utterances": {"live_piece_s": 0},
+    "live, pieces at pauses": {"live_piece_s": 1.0},
+}
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -101,10 +117,26 @@ async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
     from companion.voice.loop import VirtualPlayer
 
     events: list = []
-    loop = stack.live_loop(VirtualPlayer(), events.append)
+    llm_stats: dict = {}
+
+    def emit(event) -> None:
+        if isinstance(event, AudioEvent) and not llm_stats:  # the turn's own generation is still running
+            stats = getattr(stack.companion.llm, "last_stats", None)
+            if stats is not None:
+                llm_stats.update(prompt_tokens=stats.prompt_tokens, reused_tokens=stats.reused_tokens)
+        events.append(event)
+
+    loop = stack.live_loop(VirtualPlayer(), emit)
     loop.agent.key = stack.companion.key(user=user, channel="bench")
-    for i in range(0, len(speech), 320):  # the utterance arrives...
+    started = time.monotonic()
+    warm = loop.warm()  # as the live loop does before the user speaks
+    if warm is not None:
+        await warm
+    warm_s = time.monotonic() - started
+    started = time.monotonic()
+    for i in range(0, len(speech), 320):  # the utterance arrives in real time, as from a microphone...
         await loop.feed(speech[i : i + 320])
+        await asyncio.sleep(max(0.0, started + (i + 320) / 16000 - time.monotonic()))
     silence = np.zeros(320, dtype=np.float32)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # ...then silence, in real time, until she speaks
@@ -125,6 +157,8 @@ async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
         "first_text_s": timing.first_text if timing else None,
         "first_sentence_s": timing.first_sentence if timing else None,
         "first_sentence": next((e.text for e in events if e.type == "sentence" and e.text), ""),
+        "warm_s": warm_s,
+        **llm_stats,
     }
 
 
@@ -190,6 +224,124 @@ def asr_section(stack, speech_dir: Path) -> list[dict]:
     return rows
 
 
+async def live_transcript(
+    asr, endpointer, samples: np.ndarray, languages: list[str], piece_s: float
+) -> tuple[str, int]:
+    """What the live loop's transcripts of a recording say, joined, and how many pieces were kept
+    before an utterance ended. piece_s 0: each utterance transcribed whole at its end."""
+    from companion.voice.asr import join_segments
+    from companion.voice.loop import IncrementalTranscript, VoiceAgent
+
+    agent = VoiceAgent(None, asr, None, languages=languages)
+    endpointer.reset()
+    current: IncrementalTranscript | None = None
+    texts, language, kept = [], None, 0
+    padded = np.concatenate([samples, np.zeros(16000, dtype=np.float32)])
+    for i in range(0, len(padded), 320):
+        for event in endpointer.feed(padded[i : i + 320]):
+            if event.kind in ("pause", "resume", "end") and current is None:
+                current = IncrementalTranscript(agent, min_piece_s=piece_s or None)
+            if event.kind == "pause":
+                current.pause(event)
+            elif event.kind == "resume":
+                current.resume()
+            elif event.kind == "end":
+                kept += len(current.kept)
+                transcript = await current.finish(event)
+                texts.append(transcript.text)
+                language = language or transcript.language
+                current = None
+        await asyncio.sleep(0)
+    return join_segments(texts, language), kept
+
+
+def speech_set(speech_dir: Path, endpointer) -> list[tuple[str, str, str, np.ndarray]]:
+    """Every clip with a reference, (name, language, reference, 16 kHz samples): the recordings
+    whole and as the live endpointer cuts them (speech only, with its pre/post-roll), and the
+    synthesised questions and sentences."""
+    from companion.voice.audio import decode_audio
+    from companion.voice.runner import speech_only
+
+    clips = []
+    for path, channel, language, reference in load_references(speech_dir):
+        name = path.name + ("" if channel is None else f":{channel}")
+        samples = decode_audio(path, channel=channel).samples
+        clips.append((name, language, reference, samples))
+        endpointer.reset()
+        cut = speech_only(endpointer, np.concatenate([samples, np.zeros(16000, dtype=np.float32)]))
+        if cut is not None:
+            clips.append((f"{name} (speech only)", language, reference, cut))
+    for language, voice, texts in (
+        ("en", "en-us", QUESTIONS_EN + TTS_SENTENCES["en"]),
+        ("zh", "cmn-latn-pinyin", QUESTIONS_ZH + TTS_SENTENCES["zh"]),
+    ):
+        clips += [(f"espeak-{language}: {text}", language, text, espeak_utterance(text, voice)) for text in texts]
+    return clips
+
+
+def clip_source(clip: str) -> str:
+    if clip.startswith("espeak"):
+        return "espeak"
+    return "speech_only" if clip.endswith("(speech only)") else "recorded"
+
+
+def mean_error(rows: list[dict], pick) -> float:
+    values = [r["error"] for r in rows if pick(r)]
+    return round(statistics.mean(values), 4) if values else float("nan")
+
+
+def asr_sweep(settings, speech_dir: Path, variants: list[str]) -> dict:
+    """Decoding settings compared over the whole speech set: mean WER (English), mean CER (Mandarin)
+    per source, and the total transcription time (a time only means something on a quiet machine)."""
+    from companion import plugins
+    from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings
+    from companion.voice.metrics import cer, wer
+    from companion.voice.runner import VoiceStack
+
+    context = plugins.PluginContext(data_dir=settings.data_dir)
+    endpointer = VoiceStack(companion=None, asr=None, agent=None, settings=settings).endpointer()
+    clips = speech_set(speech_dir, endpointer)
+    languages = ["zh", "en"]
+    results = {}
+    for name in variants:
+        options = dict(ASR_VARIANTS[name])
+        live_piece_s = options.pop("live_piece_s", None)
+        asr = FasterWhisperASR(FasterWhisperSettings(**options), context)
+        asr.load()
+        rows, seconds = [], 0.0
+        for clip, language, reference, samples in clips:
+            if live_piece_s is not None and clip.endswith("(speech only)"):
+                continue  # the live variants cut the recordings themselves
+            started = time.perf_counter()
+            row: dict = {"clip": clip, "language": language}
+            if live_piece_s is None:
+                text = asr.transcribe(samples, languages=languages).text
+            else:
+                text, row["pieces_kept"] = asyncio.run(
+                    live_transcript(asr, endpointer, samples, languages, live_piece_s)
+                )
+            seconds += time.perf_counter() - started
+            error = cer(reference, text) if language == "zh" else wer(reference, text)
+            rows.append({**row, "error": round(error, 3), "hypothesis": text})
+
+        summary = {
+            f"{lang}_{metric}_{source}": mean_error(
+                rows, lambda r, lang=lang, source=source: (r["language"], clip_source(r["clip"])) == (lang, source)
+            )
+            for lang, metric in (("en", "wer"), ("zh", "cer"))
+            for source in ("recorded", "speech_only", "espeak")
+        }
+        summary["aishell_cer"] = mean_error(rows, lambda r: r["clip"] == "aishell-BAC009S0724W0121.wav")
+        summary["cosyvoice_cer"] = mean_error(rows, lambda r: r["clip"] == "cosyvoice_zero_shot_prompt.wav")
+        summary = {k: v for k, v in summary.items() if v == v}  # no NaN for sources a variant skips
+        if live_piece_s is not None:
+            summary["pieces_kept"] = sum(r["pieces_kept"] for r in rows)
+        summary["asr_seconds"] = round(seconds, 2)
+        print(f"  {name:<32} " + "  ".join(f"{k} {v}" for k, v in summary.items()), flush=True)
+        results[name] = {"summary": summary, "clips": rows}
+    return {"load_average": os.getloadavg()[0], "clips": len(clips), "variants": results}
+
+
 def tts_section(stack) -> list[dict]:
     from companion.voice.tts.espeak import EspeakSettings, EspeakTTS
 
@@ -231,6 +383,12 @@ async def main_async(args) -> dict:
     settings = load_settings(data_dir=data_dir, temperature=0.0)
     if args.llm or args.model:
         settings.llm = settings.llm.merged({"plugin": args.llm, "model": args.model})
+    if args.asr_variant:
+        settings.asr = settings.asr.merged(ASR_VARIANTS[args.asr_variant])
+    settings.voice.prefill = not args.no_prefill
+    settings.voice.piece_s = args.piece_s or None
+    settings.voice.first_clause_chars = args.first_clause_chars or None
+    print(f"  voice: {settings.voice.model_dump(exclude_none=True)}; asr: {settings.asr.model_dump()}")
     load = os.getloadavg()
     print(
         f"  machine: {os.cpu_count()} cores, load average {load[0]:.1f} (other work on the machine slows every figure)"
@@ -333,6 +491,8 @@ async def main_async(args) -> dict:
     print(f"  ASR English WER mean {statistics.mean(en):.3f} (goal <= 0.05); AISHELL CER {aishell:.3f} (goal <= 0.15)")
     summary["load_average"] = os.getloadavg()[0]
     summary["llm"] = settings.llm.model_dump()
+    summary["asr"] = settings.asr.model_dump()
+    summary["voice"] = settings.voice.model_dump()
     return {"summary": summary, "asr": asr_rows, "tts": tts_rows, "latency": rows}
 
 
@@ -347,9 +507,43 @@ def main() -> None:
     parser.add_argument("--llm", default=None, help="LLM plugin (default: the configured one).")
     parser.add_argument("--model", default=None, help="Model for the LLM plugin.")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "voice_latency.json")
+    parser.add_argument(
+        "--asr-variant", choices=list(ASR_VARIANTS), help="ASR decoding settings (default: configured)."
+    )
+    parser.add_argument("--no-prefill", action="store_true", help="Lever off: no LLM prefill before the turn.")
+    parser.add_argument(
+        "--piece-s", type=float, default=1.0, help="Lever: transcribe in pieces at pauses (0: all at the end)."
+    )
+    parser.add_argument(
+        "--first-clause-chars", type=int, default=10, help="Lever: first spoken chunk may end at a comma (0: off)."
+    )
+    parser.add_argument(
+        "--asr-sweep",
+        nargs="*",
+        metavar="VARIANT",
+        help="Only compare ASR decoding settings over the speech set (all variants when none is named): "
+        + "; ".join(ASR_VARIANTS),
+    )
     args = parser.parse_args()
     if not (Path(args.testdata) / "speech").is_dir():
         sys.exit(f"no speech recordings at {args.testdata}/speech (pass --testdata)")
+    if args.asr_sweep is not None:
+        from companion.config import load_settings
+        from companion.paths import contain_library_caches
+
+        data_dir = Path(args.data_dir).resolve()
+        contain_library_caches(data_dir)
+        unknown = [v for v in args.asr_sweep if v not in ASR_VARIANTS]
+        if unknown:
+            sys.exit(f"unknown ASR variant(s) {unknown}; known: {list(ASR_VARIANTS)}")
+        print(f"  load average {os.getloadavg()[0]:.1f}")
+        result = asr_sweep(
+            load_settings(data_dir=data_dir), Path(args.testdata) / "speech", args.asr_sweep or list(ASR_VARIANTS)
+        )
+        out = args.json.with_name(args.json.stem + "_asr.json")
+        out.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=float), encoding="utf-8")
+        print(f"\n(details: {out})")
+        return
     result = asyncio.run(main_async(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, ensure_ascii=False, indent=2, default=float), encoding="utf-8")

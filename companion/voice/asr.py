@@ -71,7 +71,13 @@ class FasterWhisperSettings(BaseModel):
     languages: list[str] | None = None
     """Restrict detection to these (also settable per call)."""
     initial_prompt: str | None = None
+    language_prompts: dict[str, str] = {}
+    """Initial prompt per recognised language (used instead of `initial_prompt` for that language),
+    e.g. {"zh": "以下是普通话的句子。"} to steer Mandarin towards simplified script and punctuation."""
     hotwords: str | None = None
+    window_padding_s: float | None = None
+    """Encode only the audio plus this much silence instead of Whisper's full 30 s window (None).
+    The encoder's cost falls with the window, but Whisper was trained on 30 s windows."""
     no_speech_threshold: float = 0.6
     chinese_script: Literal["simplified", "traditional", "as-is"] = "simplified"
     """Whisper writes Mandarin in either script, often traditional; convert it to one."""
@@ -123,7 +129,10 @@ class FasterWhisperASR:
         model = self.load()
         allowed = [base_language(x) for x in (languages or self.settings.languages or []) if x]
         allowed = [x for x in dict.fromkeys(allowed) if x in _whisper_languages(model)]
+        frames = self._window_frames(model, duration)
         with self._run_lock:
+            if frames is not None:
+                _encode_window(model, frames)
             language, probability = self._pick_language(model, audio, allowed)
             segments, info = model.transcribe(
                 audio,
@@ -132,7 +141,7 @@ class FasterWhisperASR:
                 temperature=self.settings.temperature,
                 condition_on_previous_text=False,
                 without_timestamps=True,
-                initial_prompt=self.settings.initial_prompt,
+                initial_prompt=self.settings.language_prompts.get(language or "", self.settings.initial_prompt),
                 hotwords=self.settings.hotwords,
                 no_speech_threshold=self.settings.no_speech_threshold,
                 vad_filter=False,
@@ -158,6 +167,14 @@ class FasterWhisperASR:
             segments=kept,
         )
 
+    def _window_frames(self, model: Any, duration: float) -> int | None:
+        """Mel frames to encode when the window is cut to the audio (None: the full window)."""
+        padding = self.settings.window_padding_s
+        full = model.feature_extractor.nb_max_frames
+        if padding is None or duration > model.feature_extractor.chunk_length:
+            return None
+        return min(full, int(np.ceil((duration + padding) * ASR_SAMPLE_RATE / model.feature_extractor.hop_length)))
+
     @staticmethod
     def _pick_language(model: Any, audio: np.ndarray, allowed: list[str]) -> tuple[str | None, float | None]:
         """The most likely of the allowed languages. The encoder pass made for detection is
@@ -181,6 +198,17 @@ class FasterWhisperASR:
             _reuse_first_encoding(model, encoded)
         total = sum(scores.values()) or 1.0
         return best, scores.get(best, 0.0) / total
+
+
+def _encode_window(model: Any, frames: int) -> None:
+    """Until the transcription ends, `model.encode` sees only the first `frames` mel frames of each
+    (padded) window: detection and transcription alike."""
+    inner = model.encode
+
+    def encode_short(features: Any) -> Any:
+        return inner(features[..., :frames])
+
+    model.encode = encode_short
 
 
 def _reuse_first_encoding(model: Any, encoded: Any) -> None:

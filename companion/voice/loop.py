@@ -1,10 +1,15 @@
 """The live conversation: audio frames in, her voice out, and the user may cut her off.
 
-    frames -> Endpointer (Silero) --pause--> speculative transcript (ready by the time...)
-                                  --end----> ...the silence window closes -> turn
+    frames -> Endpointer (Silero) --pause--> transcribe the speech since the last kept piece, then
+                                             (speculatively) retrieve and prefill the LLM with the
+                                             turn that transcript would start
+                                  --resume-> a long enough piece is kept: only the rest remains
+                                  --end----> the silence window closes: the tail, then the turn
                                   --start--> while she talks: barge-in
     turn: Companion.turn (TextStage, SpeechStage) -> Player; barge-in stops the player, closes the
     turn (the LLM stops at its next token) and history keeps what the user actually heard.
+    Before the user speaks (at the start, after each turn) the LLM evaluates the prompt prefix the
+    next turn will share: persona, examples and history.
 
 Devices are outside: `Player` implementations play audio (sounddevice, or a virtual clock for
 tests and headless runs) and any async iterator of 16 kHz float32 frames is a microphone.
@@ -26,7 +31,8 @@ import numpy as np
 
 from companion.events import AudioEvent, ErrorEvent, Event, InterruptedEvent, TranscriptEvent, TurnEndEvent
 from companion.history import ConversationKey
-from companion.voice.asr import ASR, Transcript
+from companion.llm.base import GenerationRequest
+from companion.voice.asr import ASR, Transcript, join_segments
 from companion.voice.audio import read_wav_b64
 from companion.voice.pipeline import heard_text
 from companion.voice.vad import Endpointer, VadEvent
@@ -201,14 +207,96 @@ class VoiceAgent:
         self.languages = list(languages or []) or None
         self.user_name = user_name
 
-    async def transcribe(self, audio: np.ndarray) -> Transcript:
-        return await asyncio.to_thread(self.asr.transcribe, audio, languages=self.languages)
+    async def transcribe(self, audio: np.ndarray, languages: Sequence[str] | None = None) -> Transcript:
+        return await asyncio.to_thread(self.asr.transcribe, audio, languages=languages or self.languages)
 
     def turn(self, text: str) -> AsyncIterator[Event]:
         return self.companion.turn(self.key, text, user_name=self.user_name)
 
+    async def prefill(self, text: str = "") -> bool:
+        """Have the LLM evaluate a turn's prompt before the turn is taken, so the turn itself only
+        generates: with `text`, the whole prompt of a turn saying it (retrieval included); with
+        none, the part every next turn shares (persona, examples, history). Only for LLMs that
+        keep a prefix cache (llm.llamacpp on its fast path); returns whether it ran."""
+        llm = self.companion.llm
+        if not getattr(llm, "fast", False):
+            return False
+        user_name = self.user_name or self.companion.settings.user_name
+        prompt, _ = await self.companion.build_prompt(self.key, text, user_name)
+        character = self.companion.character
+        request = GenerationRequest(
+            messages=prompt.messages,
+            params=self.companion.generation_params(user_name).model_copy(update={"max_new_tokens": 0}),
+            adapter=character.adapter_dir if character.has_adapter() else None,
+        )
+        if await asyncio.to_thread(llm.uses_reference, request):
+            return False
+        async for _ in llm.stream(request):
+            pass
+        return True
+
     def record_heard(self, heard: str) -> None:
         self.companion.record_heard(self.key, heard)
+
+
+class IncrementalTranscript:
+    """One utterance transcribed in pieces while it is spoken. At each pause the speech since the
+    last kept piece is transcribed; when the speaker goes on, that piece is kept if it lasts
+    `min_piece_s` (None: never), so at the end only the tail since the last kept pause is left to
+    transcribe. Pieces are cut in the pause's silence (the endpointer's pause audio ends there);
+    the first piece's language holds for the rest."""
+
+    def __init__(self, agent: VoiceAgent, *, min_piece_s: float | None = 1.0, rate: int = 16000) -> None:
+        self.agent = agent
+        self.min_piece = None if min_piece_s is None else int(min_piece_s * rate)
+        self.kept: list[asyncio.Task[Transcript]] = []
+        self.kept_end = 0  # samples of the utterance audio covered by kept pieces
+        self.pending: tuple[float, int, asyncio.Task[Transcript]] | None = None  # (pause time, end, piece)
+
+    def pause(self, event: VadEvent) -> asyncio.Task[Transcript]:
+        """Start transcribing the speech since the last kept piece; a task for the whole utterance so far."""
+        assert event.audio is not None
+        end = max(self.kept_end, len(event.audio))
+        piece = self._piece(event.audio, end)
+        self.pending = (event.time, end, piece)
+        return asyncio.create_task(self._joined([*self.kept, piece]))
+
+    def resume(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and self.min_piece is not None and pending[1] - self.kept_end >= self.min_piece:
+            self.kept.append(pending[2])
+            self.kept_end = pending[1]
+
+    async def finish(self, event: VadEvent) -> Transcript:
+        """The whole utterance: the pieces kept, then the pause's piece when no speech followed it, else the tail."""
+        assert event.audio is not None
+        pending, self.pending = self.pending, None
+        if pending is not None and abs(pending[0] - event.time) < 1e-6:
+            last = pending[2]
+        else:
+            last = self._piece(event.audio, len(event.audio))
+        return await self._joined([*self.kept, last])
+
+    def _piece(self, audio: np.ndarray, end: int) -> asyncio.Task[Transcript]:
+        start = self.kept_end
+        previous = self.kept[0] if self.kept else None
+        return asyncio.create_task(self._transcribe(audio[start:end].copy(), previous))
+
+    async def _transcribe(self, audio: np.ndarray, first: asyncio.Task[Transcript] | None) -> Transcript:
+        language = (await asyncio.shield(first)).language if first is not None else None
+        return await self.agent.transcribe(audio, [language] if language else None)
+
+    @staticmethod
+    async def _joined(pieces: list[asyncio.Task[Transcript]]) -> Transcript:
+        parts = [await asyncio.shield(piece) for piece in pieces]  # a cancelled caller leaves the pieces running
+        language = next((p.language for p in parts if p.language), None)
+        return Transcript(
+            text=join_segments([p.text for p in parts], language),
+            language=language,
+            language_probability=parts[0].language_probability,
+            duration=sum(p.duration for p in parts),
+            segments=[s for p in parts for s in p.segments],
+        )
 
 
 @dataclass
@@ -237,6 +325,8 @@ class LiveLoop:
         *,
         barge_in: bool = True,
         barge_in_ms: int = 300,
+        piece_s: float | None = 1.0,
+        prefill: bool = True,
     ) -> None:
         self.agent = agent
         self.endpointer = endpointer
@@ -244,8 +334,12 @@ class LiveLoop:
         self.emit = emit
         self.barge_in = barge_in
         self.barge_in_ms = barge_in_ms
+        self.piece_s = piece_s
+        self.prefill = prefill
         self._turn: asyncio.Task | None = None
-        self._speculative: tuple[float, asyncio.Task] | None = None
+        self._utterance_asr: IncrementalTranscript | None = None
+        self._speculative: tuple[float, asyncio.Task] | None = None  # (pause time, transcript + prefill)
+        self._background: set[asyncio.Task] = set()
         self._stream_clock: tuple[float, float] | None = None  # (stream seconds, monotonic) at the last frame
         self._samples_seen = 0
         self._pending_barge: float | None = None
@@ -259,7 +353,26 @@ class LiveLoop:
     def stream_time(self) -> float:
         return self._samples_seen / 16000
 
+    def warm(self) -> asyncio.Task | None:
+        """Prefill the LLM with what the next turn shares (persona, examples, history), in the background."""
+        return self._spawn(self.agent.prefill()) if self.prefill else None
+
+    def _spawn(self, work: Any) -> asyncio.Task:
+        task = asyncio.create_task(self._quietly(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    @staticmethod
+    async def _quietly(work: Any) -> Any:
+        try:
+            return await work
+        except Exception:  # speculative work: the turn itself redoes it and reports failures
+            log.warning("speculative voice work failed", exc_info=True)
+            return None
+
     async def run(self, frames: AsyncIterator[np.ndarray]) -> None:
+        self.warm()
         try:
             async for frame in frames:
                 await self.feed(frame)
@@ -292,20 +405,39 @@ class LiveLoop:
             if self.barge_in and self.speaking:
                 self._pending_barge = event.time  # confirmed once it lasts barge_in_ms
         elif event.kind == "pause":
-            self._speculative = (event.time, asyncio.create_task(self.agent.transcribe(event.audio)))
+            self._drop_speculative()
+            so_far = self._incremental().pause(event)
+            self._speculative = (event.time, self._spawn(self._speculate(so_far)))
         elif event.kind == "resume":
-            self._speculative = None
+            self._drop_speculative()
+            self._incremental().resume()
         elif event.kind == "end":
             await self._utterance(event)
+
+    def _incremental(self) -> IncrementalTranscript:
+        if self._utterance_asr is None:
+            self._utterance_asr = IncrementalTranscript(self.agent, min_piece_s=self.piece_s)
+        return self._utterance_asr
+
+    async def _speculate(self, so_far: asyncio.Task[Transcript]) -> None:
+        """The utterance so far, then (if she is silent) the prefill of the turn it would start."""
+        transcript = await asyncio.shield(so_far)
+        if self.prefill and not transcript.empty and not self.speaking:
+            await self.agent.prefill(transcript.text)
+
+    def _drop_speculative(self) -> None:
+        if self._speculative is not None:
+            self._speculative[1].cancel()  # its transcription pieces live on in the IncrementalTranscript
+            self._speculative = None
 
     async def _utterance(self, event: VadEvent) -> None:
         timing = TurnTiming(speech_end=self._wall_of(event.time))
         timing.confirmed = time.monotonic() - timing.speech_end
         speculative, self._speculative = self._speculative, None
-        if speculative is not None and abs(speculative[0] - event.time) < 1e-6:
-            transcript = await speculative[1]
-        else:
-            transcript = await self.agent.transcribe(event.audio)
+        if speculative is not None and abs(speculative[0] - event.time) >= 1e-6:
+            speculative[1].cancel()  # it prefilled a turn the user went on from
+        incremental, self._utterance_asr = self._incremental(), None
+        transcript = await incremental.finish(event)
         timing.transcript = time.monotonic() - timing.speech_end
         if transcript.empty:
             log.info("heard no words (%.1fs of audio)", transcript.duration)
@@ -342,6 +474,7 @@ class LiveLoop:
             self.emit(ErrorEvent(message=str(error), code="turn"))
         finally:
             timing.done = time.monotonic() - timing.speech_end
+        self.warm()  # not after an interruption: the next turn's prefill comes with it
 
     async def interrupt(self) -> str:
         """Barge-in: silence her, stop generating, and keep in history what was heard."""
@@ -357,10 +490,11 @@ class LiveLoop:
         return heard
 
     async def close(self) -> None:
-        if self._turn is not None and not self._turn.done():
-            self._turn.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._turn
+        for task in [*self._background, *([self._turn] if self._turn is not None else [])]:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 async def frames_from_array(

@@ -46,7 +46,14 @@ class VoiceStack:
     def live_loop(self, player: Player, emit: Callable[[Event], None]) -> LiveLoop:
         options = self.settings.voice
         return LiveLoop(
-            self.agent, self.endpointer(), player, emit, barge_in=options.barge_in, barge_in_ms=options.barge_in_ms
+            self.agent,
+            self.endpointer(),
+            player,
+            emit,
+            barge_in=options.barge_in,
+            barge_in_ms=options.barge_in_ms,
+            piece_s=options.piece_s,
+            prefill=options.prefill,
         )
 
 

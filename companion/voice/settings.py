@@ -17,6 +17,13 @@ class VoiceLoopSettings(BaseModel):
     pause_ms: int = 160
     """Silence after which the utterance so far is transcribed speculatively, so the transcript
     is ready when `silence_ms` is reached (discarded if the user goes on)."""
+    piece_s: float | None = 1.0
+    """Transcribe while the user speaks: speech up to a pause (`pause_ms`) is kept once it lasts
+    this long, so only the tail since the last pause is left at the end (None: all at the end)."""
+    prefill: bool = True
+    """Have the LLM evaluate her prompt before the turn: the shared part (persona, history) while
+    the user is quiet, the whole turn (retrieval included) from the transcript at each pause.
+    Only for LLMs with a prefix cache (llm.llamacpp)."""
     min_speech_ms: int = 200
     vad_threshold: float = 0.5
     max_utterance_s: float = 30.0

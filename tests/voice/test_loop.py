@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from companion.events import AudioEvent, InterruptedEvent, TranscriptEvent
-from companion.voice.loop import LiveLoop, VirtualPlayer, VoiceAgent
+from companion.voice.loop import IncrementalTranscript, LiveLoop, VirtualPlayer, VoiceAgent
+from companion.voice.metrics import wer
 from companion.voice.pipeline import SpeechStage, TextStage
 from companion.voice.vad import Endpointer, SileroVAD
 from tests.voice.conftest import ScriptedLLM
@@ -100,3 +101,63 @@ def test_a_whole_turn_is_heard_and_spoken(make_companion, whisper, piper, jfk):
     assert kinds[0] == "transcript" and "audio" in kinds and kinds[-1] == "turn_end"
     assert [e.text for e in events if isinstance(e, AudioEvent)] == ["Thank you!", "That was a fine speech."]
     assert companion.history.load(companion.key(channel="voice"))[-1].content.endswith("fine speech.")
+
+
+def test_speech_is_transcribed_in_pieces_while_the_user_speaks(whisper, jfk):
+    """JFK pauses between phrases: the phrases before the last pause are transcribed during the
+    speech, only the tail is left at the end, and the joined transcript is still exact."""
+    agent = VoiceAgent(None, whisper, None, languages=["en", "zh"])
+    endpointer = Endpointer(SileroVAD(), silence_ms=2000)  # one utterance with pauses inside
+    kept_before_end: list[int] = []
+
+    async def scenario():
+        incremental = IncrementalTranscript(agent, min_piece_s=1.0)
+        padded = np.concatenate([jfk, np.zeros(16000 * 3, dtype=np.float32)])
+        for i in range(0, len(padded), 320):
+            for event in endpointer.feed(padded[i : i + 320]):
+                if event.kind == "pause":
+                    incremental.pause(event)
+                elif event.kind == "resume":
+                    incremental.resume()
+                elif event.kind == "end":
+                    kept_before_end.append(len(incremental.kept))
+                    return await incremental.finish(event), len(event.audio) - incremental.kept_end
+            await asyncio.sleep(0)
+        raise AssertionError("the utterance never ended")
+
+    transcript, tail = asyncio.run(scenario())
+    reference = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    )
+    assert kept_before_end[0] >= 1
+    assert tail < len(jfk) / 2  # most of the speech was transcribed before it ended
+    assert transcript.language == "en"
+    assert wer(reference, transcript.text) <= 0.05
+
+
+def test_prefill_leaves_only_generation_to_the_turn(make_companion, model_data_dir):
+    """With the llama.cpp backend, the shared prefix is evaluated before the user speaks, and the
+    whole turn from the transcript at a pause: the turn then evaluates a single prompt token."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from companion.llm.llamacpp import LlamaCppLLM, LlamaCppSettings
+    from companion.plugins import PluginContext
+
+    llm = LlamaCppLLM(LlamaCppSettings(model="gemma3-270m"), PluginContext(data_dir=model_data_dir))
+    companion = make_companion(llm)
+    agent = VoiceAgent(companion, None, companion.key(channel="voice"))
+
+    async def turn(text: str) -> str:
+        return "".join([e.text async for e in agent.turn(text) if e.type == "text_delta"])
+
+    async def scenario():
+        assert await agent.prefill()  # before the user speaks: persona and (empty) history
+        await turn("Hello there!")
+        warm = llm.last_stats
+        assert await agent.prefill()  # after the turn: its exchange is now history
+        assert await agent.prefill("What do you like to bake?")  # the transcript at a pause
+        await turn("What do you like to bake?")
+        return warm, llm.last_stats
+
+    warm, spoken = asyncio.run(scenario())
+    assert warm.reused_tokens > 20  # the persona was ready
+    assert spoken.reused_tokens == spoken.prompt_tokens - 1  # only the last token, for its logits
