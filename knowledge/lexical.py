@@ -3,7 +3,10 @@
 Chinese has no spaces, so whitespace tokenisation turns a whole sentence into one "word"
 and BM25 finds nothing. jieba's search mode yields words and their sub-words
 (为什么 -> 什么, 为什么), so a query and a passage that segment a name differently still
-share terms. Latin text comes out as lower-cased words; punctuation is dropped.
+share terms. Latin text comes out as lower-cased, stemmed words; punctuation and stop words
+are dropped. English stop words are NLTK's list (shipped in bm25s): it includes the question
+words and pronouns a user's turn is full of ("who was your wife?") and that lore written in the
+third person never shares, so they only added noise to the ranking.
 """
 
 from __future__ import annotations
@@ -21,15 +24,12 @@ import numpy as np
 
 from companion import atomic
 
-TOKENIZER_VERSION = 2  # part of every BM25 cache's fingerprint: a change here rebuilds them
+TOKENIZER_VERSION = 3  # part of every BM25 cache's fingerprint: a change here rebuilds them
 _jieba = None
 _stemmer = None
 _jieba_lock = threading.Lock()
 _LATIN_WORD = re.compile(r"^[a-z][a-z'-]*$")
-_STOPWORDS = frozenset(
-    "的 了 着 呢 吗 吧 啊 呀 嘛 哦 哈 么 之 而 与 及 和 the a an of to and or is are was were be been am i you "
-    "it in on at for with as by this that these those do does did".split()
-)
+_CHINESE_STOPWORDS = frozenset("的 了 着 呢 吗 吧 啊 呀 嘛 哦 哈 么 之 而 与 及 和".split())
 
 
 def _tokenizer():
@@ -56,8 +56,15 @@ def _stem(tokens: list[str]) -> list[str]:
     return [_stemmer.stemWord(t) if _LATIN_WORD.match(t) else t for t in tokens]
 
 
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return _CHINESE_STOPWORDS | frozenset(STOPWORDS_EN_PLUS)
+
+
 def _is_term(token: str) -> bool:
-    if not token.strip() or token in _STOPWORDS:
+    if not token.strip() or token in _stopwords():
         return False
     return any(unicodedata.category(ch)[0] in "LN" for ch in token)
 

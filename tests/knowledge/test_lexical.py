@@ -10,6 +10,7 @@ from knowledge.lexical import LexicalIndex, tokenize
 def test_terms_for_chinese_and_english() -> None:
     assert tokenize("为什么外婆的烤箱叫老黄？") == ["什么", "为什么", "外婆", "烤箱", "叫", "老", "黄"]
     assert tokenize("The rebels RETREATED to Mount Vesuvius!") == ["rebel", "retreat", "mount", "vesuvius"]
+    assert tokenize("Who was your first wife?") == ["first", "wife"]  # question words and pronouns are stop words
     assert tokenize("，。！？ ... ---") == []
     assert "sos" in tokenize("ＳＯＳ团")  # full-width letters are normalised
 
