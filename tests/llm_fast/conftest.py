@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 
-def make_adapter(base, folder: Path, *, scale_b: float = 1.0, **lora: object) -> Path:
+def make_adapter(base, folder: Path, *, scale_b: float = 1.0, base_name: str = "gemma3-270m", **lora: object) -> Path:
     """A real peft adapter for the embedded base (random, not zero-initialised, so it changes the
     output), saved the way peft and LLaMA-Factory save it. `scale_b` shrinks lora_B: unscaled, peft's
     random init changes each weight by ~66% of its norm (a broken model whose near-tied logits say
     nothing about equivalence); scaled, by ~5%, the order of a fine-tuned adapter's update.
-    `base` is left as it was."""
+    `base_name` is the embedded model it records as its base; `base` is left as it was."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -27,7 +27,7 @@ def make_adapter(base, folder: Path, *, scale_b: float = 1.0, **lora: object) ->
     peft_model.save_pretrained(folder)
     peft_model.unload()  # takes the LoRA layers out again
     config = json.loads((folder / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "gemma3-270m"
+    config["base_model_name_or_path"] = base_name
     (folder / "adapter_config.json").write_text(json.dumps(config))
     return folder
 

@@ -144,11 +144,10 @@ class Evaluator:
         adapter_config = read_adapter_config(self.adapter_dir)
         config_file = self.adapter_dir / "train_config.json"
         train_config = TrainConfig.from_file(config_file) if config_file.is_file() else TrainConfig()
-        # the model chat runs (her card's or the configured local model) unless told otherwise
-        card_llm = self.character.settings.llm
-        configured = (card_llm.model_dump().get("model") if card_llm.plugin in (None, "local") else None) or (
-            self.settings.llm.options.get("model") if self.settings.llm.plugin == "local" else None
-        )
+        # the model chat runs here (her card's settings over the configured ones, as a session merges
+        # them) unless told otherwise; perplexity is scored on its transformers reference either way
+        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
+        configured = chat_llm.options.get("model") if chat_llm.plugin in ("local", "llamacpp") else None
         model_name = self.model or configured or train_config.model
         check_adapter_for(self.adapter_dir, model_name, self.settings.data_dir)
         self.on_status(f"loading {model_name} and the adapter in {self.adapter_dir}")
