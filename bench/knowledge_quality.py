@@ -5,6 +5,8 @@ character questions in Chinese and English; each names the corpus it is about an
 text that the retrieved chunk must contain to count as the answer (a fact from a Character-LLM
 profile, a classic line from a ChatHaruhi scene, a fact about Mochi). Corpora come from the
 outside test data (../shared/testdata, or $COMPANION_TESTDATA) and the demo character.
+Figures are also given for two fixed halves of the questions (A and B, by a hash of the id), so
+that a setting chosen on one half can be checked on the other.
 A set of small-talk turns checks the relevance gate: they should bring no lore (classic lines
 are let through: her way of answering "good night" is a good example to show the model).
 
@@ -17,6 +19,7 @@ Indexes are cached under .data/bench/knowledge (a second run only searches).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -156,7 +159,7 @@ def run_embedder(name: str, labelled: list[dict], small_talk: list[dict], args) 
             if mode == "hybrid":
                 search_ms.append((time.perf_counter() - t) * 1000)
             rank = next((i for i, h in enumerate(hits, 1) if any(a in normalise(h.text) for a in answers)), None)
-            ranks[mode].append({"id": q["id"], "lang": q["lang"], "rank": rank})
+            ranks[mode].append({"id": q["id"], "lang": q["lang"], "half": half(q["id"]), "rank": rank})
             if mode == "hybrid":
                 min_z = settings.knowledge_min_z if q["kind"] == "lore" else settings.lines_min_z
                 kept = relevance.keeps(hits[:5], vector, min_z=min_z)
@@ -198,12 +201,17 @@ def label_exists(index, kind: str, answers: list[str]) -> bool:
 _texts: dict = {}
 
 
+def half(question_id: str) -> str:
+    """A fixed split of the question set, for checking a tuned setting on questions it was not tuned on."""
+    return "AB"[int(hashlib.sha1(question_id.encode()).hexdigest(), 16) % 2]
+
+
 def summarise(rows: list[dict]) -> dict:
     out = {}
     groups = defaultdict(list)
     for row in rows:
-        groups[row["lang"]].append(row["rank"])
-        groups["all"].append(row["rank"])
+        for group in (row["lang"], "all", f"{row['lang']}/{row['half']}"):
+            groups[group].append(row["rank"])
     for lang, found in sorted(groups.items()):
         n = len(found)
         out[lang] = {
