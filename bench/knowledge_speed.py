@@ -165,6 +165,8 @@ def main() -> int:
             f"{m['embed_p50_ms']:>11.1f}{m['dense_p50_ms']:>11.1f}{m['lexical_p50_ms']:>10.1f}"
         )
     print("* ingestion without the model (chunking, chromadb writes, BM25); with the model see above")
+    results["load_avg_end"] = os.getloadavg()[0]
+    print(f"load average (1 min) at start {results['load_avg']:.2f}, at end {results['load_avg_end']:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
