@@ -59,18 +59,23 @@ TTS_SENTENCES = {
 
 
 ZH_PROMPT = "以下是普通话的句子。"
-ASR_VARIANTS: dict[str, dict] = {
-    "greedy, full 30 s window": {},
-    "beam 5": {"beam_size": 5},
-    "beam 5 + temperature fallback": {"beam_size": 5, "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
-    "zh prompt": {"language_prompts": {"zh": ZH_PROMPT}},
-    "beam 5 + zh prompt": {"beam_size": 5, "language_prompts": {"zh": ZH_PROMPT}},
-    "window speech + 2 s": {"window_padding_s": 2.0},
-    "window speech + 5 s": {"window_padding_s": 5.0},
-    "window speech + 10 s": {"window_padding_s": 10.0},
+GREEDY = {"beam_size": 1, "temperature": 0.0}
+BEAM5 = {"beam_size": 5, "temperature": 0.0}
+ASR_VARIANTS: dict[str, dict] = {  # each names every setting it relies on, whatever the defaults are
+    "greedy": GREEDY,
+    "beam 5": BEAM5,
+    "beam 5 + temperature fallback": {**BEAM5, "temperature": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
+    "greedy + zh prompt": {**GREEDY, "language_prompts": {"zh": ZH_PROMPT}},
+    "beam 5 + zh prompt": {**BEAM5, "language_prompts": {"zh": ZH_PROMPT}},
+    "greedy, float32 weights": {**GREEDY, "compute_type": "float32"},
+    "greedy, window speech + 2 s": {**GREEDY, "window_padding_s": 2.0},
+    "greedy, window speech + 5 s": {**GREEDY, "window_padding_s": 5.0},
+    "greedy, window speech + 10 s": {**GREEDY, "window_padding_s": 10.0},
     # as the live loop hears it: the endpointer's utterances, whole or in pieces cut at pauses
-    "live, whole utterances": {"live_piece_s": 0},
-    "live, pieces at pauses": {"live_piece_s": 1.0},
+    "live, greedy, whole utterances": {**GREEDY, "live_piece_s": 0},
+    "live, greedy, pieces at pauses": {**GREEDY, "live_piece_s": 1.0},
+    "live, beam 5, whole utterances": {**BEAM5, "live_piece_s": 0},
+    "live, beam 5, pieces at pauses": {**BEAM5, "live_piece_s": 1.0},
 }
 
 

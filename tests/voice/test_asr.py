@@ -52,3 +52,19 @@ def test_silence_gives_an_empty_transcript(whisper):
 def test_other_models_by_path_or_name(context, tmp_path):
     with pytest.raises(CompanionError, match="not a CTranslate2"):
         FasterWhisperASR(FasterWhisperSettings(model=str(tmp_path)), context).load()
+
+
+def test_short_window_encodes_the_speech_plus_padding(context, jfk):
+    """window_padding_s: the encoder sees the audio plus the padding (not Whisper's 30 s), and
+    clean English stays exact; audio longer than a window keeps the full windows."""
+    asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=2.0), context)
+    model = asr.load()
+    assert asr._window_frames(model, 3.0) == 500  # (3 s + 2 s) at 100 mel frames per second
+    assert asr._window_frames(model, 29.0) == model.feature_extractor.nb_max_frames
+    assert asr._window_frames(model, 31.0) is None
+    assert FasterWhisperASR(FasterWhisperSettings(), context)._window_frames(model, 3.0) is None
+    reference = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    )
+    assert wer(reference, asr.transcribe(jfk, languages=["en", "zh"]).text) <= 0.05
+    assert "encode" not in model.__dict__  # the shortened encoder does not outlive the call
