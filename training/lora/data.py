@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from companion.card.model import CardData
 from companion.errors import CompanionError, InputFileError
@@ -30,6 +30,9 @@ from companion.messages import ChatMessage
 from companion.prompt import assemble, normalize_turns, persona_prompt
 from training.importers.base import ReadOptions
 from training.importers.sft import ShareGPT
+
+if TYPE_CHECKING:
+    from companion.config import Settings
 
 CONTEXT, CONTENT, END = 0, 1, 2
 DATASET_DIR = "dataset"
@@ -173,6 +176,14 @@ def split_by_hash(examples: list[Example], fraction: float, seed: int) -> tuple[
 
 
 # -- rendering and tokenizing ------------------------------------------------------------------
+class RenderConfig(Protocol):
+    """The rendering fields of a training config (SFT's `TrainConfig`, DPO's `DPOConfig`)."""
+
+    system_prompt: str
+    user_name: str | None
+    max_length: int
+
+
 class Renderer:
     """Lays a conversation out as chat messages and tokenizes it with per-token kinds."""
 
@@ -195,6 +206,19 @@ class Renderer:
         self.budget_tokens = budget_tokens
         self.max_length = max_length
         self._persona = persona_prompt(card, user_name=user_name)
+
+    @classmethod
+    def for_config(cls, tokenizer: Any, card: CardData, settings: Settings, config: RenderConfig) -> Renderer:
+        """As a trainer renders: the config's prompt mode, user name (the settings' by default) and
+        length, history trimmed to the context chat leaves for the prompt."""
+        return cls(
+            tokenizer,
+            card,
+            mode=config.system_prompt,
+            user_name=config.user_name or settings.user_name,
+            budget_tokens=settings.max_context_tokens - settings.max_new_tokens,
+            max_length=config.max_length,
+        )
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)

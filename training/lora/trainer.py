@@ -108,6 +108,19 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def optimizer_step(optimizer: Any, params: list[Any], lr: float, max_grad_norm: float) -> float:
+    """Set the learning rate, clip the gradients to `max_grad_norm` (0: no clipping), step and clear
+    them; returns the gradient norm before clipping (nan when not clipped)."""
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm)) if max_grad_norm > 0 else math.nan
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
 @dataclass
 class Distributed:
     world: int = 1
@@ -197,14 +210,7 @@ class Trainer:
             quantization=config.quantization,
             on_status=self.progress.note,
         )
-        renderer = Renderer(
-            self.base.tokenizer,
-            self.character.card,
-            mode=config.system_prompt,
-            user_name=config.user_name or self.settings.user_name,
-            budget_tokens=self.settings.max_context_tokens - self.settings.max_new_tokens,
-            max_length=config.max_length,
-        )
+        renderer = Renderer.for_config(self.base.tokenizer, self.character.card, self.settings, config)
         self.data = prepare(
             self.character.folder,
             renderer,
@@ -320,16 +326,8 @@ class Trainer:
                 if self.dist.world > 1:
                     loss_sum = self._all_sum(loss_sum, base.device)
                 factor = lr_factor(step, plan.steps, warmup, config.lr_scheduler)
-                for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * factor
                 updating = True
-                grad_norm = (
-                    float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-                    if config.max_grad_norm > 0
-                    else math.nan
-                )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm = optimizer_step(optimizer, params, config.learning_rate * factor, config.max_grad_norm)
                 completed = step + 1
                 updating = False
                 clock["train_seconds"] += time.perf_counter() - step_started

@@ -128,14 +128,7 @@ def preference_eval(
     status(f"preference accuracy: loading {model_name} and {folder}")
     base = load_base(model_name, settings.data_dir, device=config.device if config else "auto")
     dpo = config or DPOConfig()
-    renderer = Renderer(
-        base.tokenizer,
-        character.card,
-        mode=dpo.system_prompt,
-        user_name=dpo.user_name or settings.user_name,
-        budget_tokens=settings.max_context_tokens - settings.max_new_tokens,
-        max_length=dpo.max_length,
-    )
+    renderer = Renderer.for_config(base.tokenizer, character.card, settings, dpo)
     pairs = [p for f in files for p in read_pairs(f)]
     split = "all"
     if config is not None:

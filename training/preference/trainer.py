@@ -40,7 +40,7 @@ from training.lora.model import (
     load_base,
     patch_adapter_config,
 )
-from training.lora.trainer import Plan, Progress, _LogProgress, lr_factor, peak_rss_mb
+from training.lora.trainer import Plan, Progress, _LogProgress, lr_factor, optimizer_step, peak_rss_mb
 from training.preference.config import DPOConfig
 from training.preference.data import PairSample, find_pairs, read_pairs, split_pairs, tokenize_pairs
 from training.preference.evaluate import (
@@ -131,14 +131,7 @@ class DPOTrainer:
             model_name, self.settings.data_dir, device=config.device, precision=config.precision,
             on_status=self.progress.note,
         )  # fmt: skip
-        renderer = Renderer(
-            self.base.tokenizer,
-            self.character.card,
-            mode=config.system_prompt,
-            user_name=config.user_name or self.settings.user_name,
-            budget_tokens=self.settings.max_context_tokens - self.settings.max_new_tokens,
-            max_length=config.max_length,
-        )
+        renderer = Renderer.for_config(self.base.tokenizer, self.character.card, self.settings, config)
         train_pairs, eval_pairs = split_pairs(pairs, config.eval_fraction, config.seed)
         self.stats = {"train": SplitStats(), "eval": SplitStats()}
         train = tokenize_pairs(train_pairs, renderer, self.stats["train"])
@@ -228,15 +221,7 @@ class DPOTrainer:
                 margin_sum += float(margin.detach().sum())
                 clock["tokens"] += sum(len(s) for s in samples)
             factor = lr_factor(step, plan.steps, warmup, config.lr_scheduler)
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * factor
-            grad_norm = (
-                float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-                if config.max_grad_norm > 0
-                else math.nan
-            )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(optimizer, params, config.learning_rate * factor, config.max_grad_norm)
             clock["train_seconds"] += time.perf_counter() - step_started
             done = step + 1
             if done % config.log_every == 0 or done == plan.steps:
