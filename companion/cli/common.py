@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,6 +39,40 @@ def apply_llm(settings: Settings, llm_plugin: str | None, model: str | None) -> 
     """--llm and --model over the configured dialogue model."""
     if llm_plugin or model:
         settings.llm = settings.llm.merged({"plugin": llm_plugin, "model": model})
+
+
+Command = Callable[..., None]
+
+
+def with_opened(opener: Callable[..., dict[str, Any]], *names: str) -> Callable[[Command], Command]:
+    """Decorate a command: the options of `opener` follow the command's own in what typer reads, and
+    `opener` turns them into the objects named `names` (the settings, the court) that the command
+    receives in their place, those of them it takes.
+
+    typer reads the options' annotations from the signature, as objects: a module that decorates
+    with this does without `from __future__ import annotations` (the annotation of a received
+    object may stay a string: it is not given to typer)."""
+    options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(opener).parameters.values()]
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command)
+        received = [name for name in names if name in signature.parameters]
+        own = [p for p in signature.parameters.values() if p.name not in names]
+        exposed = signature.replace(parameters=[*own, *options])
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            bound = exposed.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            opened = opener(**{option.name: arguments.pop(option.name) for option in options})
+            command(**{name: opened[name] for name in received}, **arguments)
+
+        run.__signature__ = exposed  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in exposed.parameters.values()}
+        return run
+
+    return decorate
 
 
 @contextlib.contextmanager

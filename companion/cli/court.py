@@ -13,19 +13,15 @@ Voting and submitting take the voter's token (`--token`, or COMPANION_COURT_TOKE
 database backs the /court pages of `companion serve`.
 """
 
-# No `from __future__ import annotations`: `_court_command` hands the commands' own annotations,
-# evaluated, to typer, and leaves the court's (a name only known to type checkers) unevaluated.
-import functools
-import inspect
+# No `from __future__ import annotations`: see `with_opened`.
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from, with_opened
 from companion.config import Settings
 from companion.errors import CompanionError
 
@@ -43,44 +39,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 DbOption = Annotated[Path | None, typer.Option("--db", help="The court database (default: from the config).")]
 
 
-def _court(config: Path | None, data_dir: Path | None, db: Path | None = None):
+def _open_court(db: DbOption = None, config: ConfigOption = None, data_dir: DataDirOption = None) -> dict[str, Any]:
     from training.court.store import open_court
 
     settings = settings_from(config, data_dir)
     if db is not None:
         settings.court = settings.court.model_copy(update={"db": db})
-    return open_court(settings), settings
+    return {"court": open_court(settings), "settings": settings}
 
 
-_OPENED = ("court", "settings")
-_WHERE = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
-    for name, option in (("db", DbOption), ("config", ConfigOption), ("data_dir", DataDirOption))
-]
-
-
-def _court_command(group: typer.Typer, name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register `command` in `group` with --db, --config and --data-dir after its own options; it is
-    called with the court they open as `court` (and their settings as `settings`, where it takes them)."""
-
-    def register(command: Callable[..., None]) -> Callable[..., None]:
-        signature = inspect.signature(command)
-        wanted = [opened for opened in _OPENED if opened in signature.parameters]
-        own = [parameter for parameter in signature.parameters.values() if parameter.name not in _OPENED]
-
-        @functools.wraps(command)
-        def run(*, db: Path | None = None, config: Path | None = None, data_dir: Path | None = None, **options):
-            court, settings = _court(config, data_dir, db)
-            opened = {"court": court, "settings": settings}
-            command(**{key: opened[key] for key in wanted}, **options)
-
-        exposed = signature.replace(parameters=[*own, *_WHERE])
-        run.__signature__ = exposed  # what typer reads: the command's own options, then where the court is
-        run.__annotations__ = {parameter.name: parameter.annotation for parameter in exposed.parameters.values()}
-        group.command(name)(run)
-        return command
-
-    return register
+# Every command below gets --db, --config and --data-dir after its own options, and the court they open.
+_with_court = with_opened(_open_court, "court", "settings")
 
 
 def _me(court, token: str | None):
@@ -116,7 +85,8 @@ def _show(submission) -> None:
 
 
 # -- users -------------------------------------------------------------------------------------
-@_court_command(user_app, "add")
+@user_app.command("add")
+@_with_court
 def user_add(
     court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name (unique).")],
@@ -132,7 +102,8 @@ def user_add(
     console.print(token, highlight=False, soft_wrap=True)
 
 
-@_court_command(user_app, "list")
+@user_app.command("list")
+@_with_court
 def user_list(court: "Court", as_json: JsonOption = False) -> None:
     """Every registered voter with their points."""
     users = court.users()
@@ -147,7 +118,8 @@ def user_list(court: "Court", as_json: JsonOption = False) -> None:
     console.print(table)
 
 
-@_court_command(user_app, "token")
+@user_app.command("token")
+@_with_court
 def user_token(
     court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name.")],
@@ -157,7 +129,8 @@ def user_token(
     console.print(court.token_for(name, rotate=rotate), highlight=False, soft_wrap=True)
 
 
-@_court_command(user_app, "ban")
+@user_app.command("ban")
+@_with_court
 def user_ban(
     court: "Court",
     name: Annotated[str, typer.Argument(help="The voter's name.")],
@@ -169,7 +142,8 @@ def user_ban(
 
 
 # -- submitting and voting ---------------------------------------------------------------------
-@_court_command(app, "submit")
+@app.command("submit")
+@_with_court
 def submit(
     court: "Court",
     settings: Settings,
@@ -194,7 +168,8 @@ def submit(
         err_console.print(f"personal data replaced: {submission.notes['pii_replaced']}", highlight=False)
 
 
-@_court_command(app, "vote")
+@app.command("vote")
+@_with_court
 def vote(
     court: "Court",
     submission_id: Annotated[int, typer.Argument(help="Submission number.")],
@@ -215,7 +190,8 @@ def vote(
     )
 
 
-@_court_command(app, "review")
+@app.command("review")
+@_with_court
 def review(
     court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character's submissions.")] = None,
@@ -246,7 +222,8 @@ def review(
 
 
 # -- looking ---------------------------------------------------------------------------------
-@_court_command(app, "list")
+@app.command("list")
+@_with_court
 def list_(
     court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character.")] = None,
@@ -269,7 +246,8 @@ def list_(
     console.print(table)
 
 
-@_court_command(app, "show")
+@app.command("show")
+@_with_court
 def show(
     court: "Court",
     submission_id: Annotated[int, typer.Argument(help="Submission number.")],
@@ -286,7 +264,8 @@ def show(
         console.print(f"  {v['voter']}: {v['verdict']}", highlight=False)
 
 
-@_court_command(app, "status")
+@app.command("status")
+@_with_court
 def status(
     court: "Court",
     character: Annotated[str | None, typer.Argument(help="Only this character.")] = None,
@@ -306,7 +285,8 @@ def status(
         console.print(f"{rank:>3}. {user['name']}  {user['points']}", highlight=False)
 
 
-@_court_command(app, "check")
+@app.command("check")
+@_with_court
 def check(court: "Court") -> None:
     """Cross-check the database: vote counts against votes, points against the ledger."""
     problems = court.check_integrity()
@@ -317,7 +297,8 @@ def check(court: "Court") -> None:
     err_console.print(f"{court.path}: consistent (schema {court.schema_version()})", highlight=False)
 
 
-@_court_command(app, "export")
+@app.command("export")
+@_with_court
 def export(
     court: "Court",
     settings: Settings,

@@ -1,10 +1,9 @@
 """`companion serve`, `companion discord`, `companion onebot`: the character on the network."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: see `with_opened`.
 import logging
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +15,9 @@ from companion.cli.common import (
     apply_llm,
     err_console,
     settings_from,
+    with_opened,
 )
+from companion.config import Settings
 
 CharactersOption = Annotated[
     list[str] | None,
@@ -31,8 +32,22 @@ def register(app: typer.Typer) -> None:
     app.command("onebot")(onebot)
 
 
-def _logging(verbose: bool) -> None:
+def _open_settings(
+    llm_plugin: LlmPluginOption = None,
+    model: LlmModelOption = None,
+    verbose: VerboseOption = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> dict[str, Any]:
+    """The settings, with --llm and --model over the configured model; logging as --verbose says."""
+    settings = settings_from(config, data_dir)
+    apply_llm(settings, llm_plugin, model)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return {"settings": settings}
+
+
+# Each command gets --llm, --model, --verbose, --config and --data-dir after its own options, and the settings.
+_with_settings = with_opened(_open_settings, "settings")
 
 
 def _warm(hub, character_id: str) -> None:
@@ -44,7 +59,9 @@ def _warm(hub, character_id: str) -> None:
     err_console.print(f"[dim]model ready in {time.perf_counter() - started:.1f}s[/]")
 
 
+@_with_settings
 def serve(
+    settings: Settings,
     character: CharactersOption = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (127.0.0.1 by default).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (8765 by default).")] = None,
@@ -54,11 +71,6 @@ def serve(
     ] = None,
     voice: Annotated[str | None, typer.Option(help="Speech in and out: auto, on or off.")] = None,
     onebot: Annotated[bool, typer.Option("--onebot", help="Also accept QQ (OneBot v11) at /onebot/v11/ws.")] = False,
-    llm_plugin: LlmPluginOption = None,
-    model: LlmModelOption = None,
-    verbose: VerboseOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Serve the web page, WebSocket events and an OpenAI-compatible API for your characters."""
     from companion.errors import CompanionError
@@ -66,8 +78,6 @@ def serve(
     from companion.frontends.server import create_app, serve_forever
     from companion.frontends.server.auth import check_bind
 
-    settings = settings_from(config, data_dir)
-    apply_llm(settings, llm_plugin, model)
     updates = {"host": host, "port": port, "token": token, "voice": voice}
     settings.serve = settings.serve.model_copy(update={k: v for k, v in updates.items() if v is not None})
     if character:
@@ -78,7 +88,6 @@ def serve(
     if settings.serve.voice not in ("auto", "on", "off"):
         raise typer.BadParameter("--voice must be auto, on or off")
     check_bind(settings.serve)
-    _logging(verbose)
     hub = CompanionHub(settings, characters=settings.serve.characters)
     if settings.serve.voice == "on" and (missing := hub.speech.missing()):
         raise CompanionError(f"--voice on, but {' and '.join(missing)} cannot run: pip install 'companion[voice]'")
@@ -94,37 +103,33 @@ def serve(
     serve_forever(app, settings.serve)
 
 
+@_with_settings
 def discord(
+    settings: Settings,
     character: Annotated[str | None, typer.Option("--character", "-c", help="Default character.")] = None,
     token: Annotated[
         str | None, typer.Option(help="Bot token.", envvar=["COMPANION_DISCORD__TOKEN", "DISCORD_TOKEN"])
     ] = None,
-    llm_plugin: LlmPluginOption = None,
-    model: LlmModelOption = None,
-    verbose: VerboseOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Run the character as a Discord bot (enable the Message Content intent in the developer portal)."""
     from companion.errors import CompanionError
     from companion.frontends.discord_bot import run_bot
     from companion.frontends.hub import CompanionHub
 
-    settings = settings_from(config, data_dir)
-    apply_llm(settings, llm_plugin, model)
     if character:
         settings.discord.character = character
     if token:
         settings.discord.token = token
     if not settings.discord.token:
         raise CompanionError("no Discord bot token: pass --token or set DISCORD_TOKEN (see the README, Discord)")
-    _logging(verbose)
     hub = CompanionHub(settings, characters=settings.discord.characters)
     _warm(hub, settings.discord.character)
     run_bot(settings, hub)
 
 
+@_with_settings
 def onebot(
+    settings: Settings,
     character: Annotated[str | None, typer.Option("--character", "-c", help="Character id.")] = None,
     connect: Annotated[
         str | None, typer.Option(help="Forward mode: the OneBot implementation's WebSocket URL to connect to.")
@@ -134,11 +139,6 @@ def onebot(
     access_token: Annotated[
         str | None, typer.Option(help="OneBot access token.", envvar="COMPANION_ONEBOT__ACCESS_TOKEN")
     ] = None,
-    llm_plugin: LlmPluginOption = None,
-    model: LlmModelOption = None,
-    verbose: VerboseOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Run the character as a QQ bot through OneBot v11 (NapCat, Lagrange, LLOneBot).
 
@@ -148,13 +148,10 @@ def onebot(
     from companion.frontends.hub import CompanionHub
     from companion.frontends.onebot import run_onebot
 
-    settings = settings_from(config, data_dir)
-    apply_llm(settings, llm_plugin, model)
     updates = {"character": character, "host": host, "port": port, "access_token": access_token}
     if connect:
         updates.update(mode="forward", url=connect)
     settings.onebot = settings.onebot.model_copy(update={k: v for k, v in updates.items() if v is not None})
-    _logging(verbose)
     hub = CompanionHub(settings, characters=[settings.onebot.character])
     _warm(hub, settings.onebot.character)
     run_onebot(settings, hub)
