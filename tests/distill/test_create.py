@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from companion.cli import app
-from tests.distill.scripted_server import scripted_openai
+from tests.support.openai_server import scripted_openai
 from tests.training_lora.conftest import gemma_dir, make_settings, tiny_model_dir, tokenizer  # noqa: F401
 
 DOC = "茶茶是山脚下一家小茶馆的主人，十九岁，说话慢条斯理，最爱白茶。她从外婆那里学会了炒茶，也怕打雷。"

@@ -10,9 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from companion.cli import app
-from tests.distill.scripted_server import scripted_openai
 from tests.distill.test_create import DOC, teacher
-from tests.support.openai_server import serve_openai
+from tests.support.openai_server import scripted_openai, serve_openai
 
 pytestmark = pytest.mark.slow
 

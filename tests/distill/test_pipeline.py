@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.distill.scripted_server import scripted_openai
 from tests.distill.teacher import kind_of, passage_of, teacher
+from tests.support.openai_server import scripted_openai
 from training.distill.client import EndpointError, OpenAIChat
 from training.distill.pipeline import DistillOptions, Workdir, distill
 from training.distill.templates import load_templates, write_templates
