@@ -27,6 +27,12 @@ DataDirOption = Annotated[
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML config file.")]
 LlmPluginOption = Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")]
 LlmModelOption = Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")]
+# the OpenAI-compatible endpoint that writes for `create` and `data distill` (each says what --base-url is for)
+EndpointModelOption = Annotated[str | None, typer.Option("--model", help="Model name at the endpoint.")]
+EndpointKeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="COMPANION_DISTILL_API_KEY", help="API key for --base-url.")
+]
+ReportJsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 
 def settings_from(config: Path | None, data_dir: Path | None, **overrides) -> Settings:

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    EndpointKeyOption,
+    EndpointModelOption,
+    ReportJsonOption,
+    console,
+    err_console,
+    settings_from,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -29,10 +38,8 @@ def create(
         str | None,
         typer.Option("--base-url", help="OpenAI-compatible endpoint that writes (default: the configured llm)."),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name at the endpoint.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="COMPANION_DISTILL_API_KEY", help="API key for --base-url.")
-    ] = None,
+    model: EndpointModelOption = None,
+    api_key: EndpointKeyOption = None,
     templates: Annotated[
         Path | None,
         typer.Option("--templates", help="Folder with create_card.md / create_questions.md / create_answer.md."),
@@ -55,7 +62,7 @@ def create(
     restart: Annotated[
         bool, typer.Option("--restart", help="Forget earlier progress (and the folder it made).")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: ReportJsonOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:

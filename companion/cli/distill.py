@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    EndpointKeyOption,
+    EndpointModelOption,
+    ReportJsonOption,
+    console,
+    err_console,
+    settings_from,
+)
 from companion.errors import CompanionError
 
 
@@ -27,10 +36,8 @@ def distill(
     base_url: Annotated[
         str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (default: the configured llm).")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name at the endpoint.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option("--api-key", envvar="COMPANION_DISTILL_API_KEY", help="API key for --base-url.")
-    ] = None,
+    model: EndpointModelOption = None,
+    api_key: EndpointKeyOption = None,
     templates: Annotated[Path | None, typer.Option("--templates", help="Folder of edited prompt templates.")] = None,
     write_templates: Annotated[
         Path | None, typer.Option("--write-templates", help="Write the default templates here to edit, and stop.")
@@ -50,7 +57,7 @@ def distill(
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request.")] = 120.0,
     language: Annotated[str | None, typer.Option("--language", help="Output language (default: the novel's).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress in the working folder.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: ReportJsonOption = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
