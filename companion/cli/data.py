@@ -121,20 +121,20 @@ def _no_samples_error(report, names: tuple[str, ...]) -> CompanionError:
     )
 
 
-def _build(sources, skipped: list, *, names: tuple[str, ...], narration: str, config, system, character_id):
-    """Read and clean `sources` (from `read_paths`, which fills `skipped`) into a dataset of `names`' lines;
-    show what was detected."""
-    from training.dataset import Selection, build_dataset
+def _build(sources, skipped: list, names: tuple[str, ...], character: Character | None, user_name: str, config):
+    """Read and clean `sources` (from `read_paths`, which fills `skipped`) into a dataset of `names`' lines,
+    under the character's persona when there is one; show what was detected."""
+    from training.dataset import Selection, build_dataset, character_system
 
     detections: list = []
     with _progress() as progress:
         task = progress.add_task("reading and cleaning", total=None)
         dataset = build_dataset(
             _tracked(sources, detections),
-            selection=Selection(names=names, narration=narration),
+            selection=Selection(names=names, narration=config.narration),
             config=config,
-            system=system,
-            character=character_id,
+            system=character_system(character.card, user_name) if character else None,
+            character=character.id if character else None,
             progress=lambda n: progress.advance(task, n),
         )
     if not dataset.train and not dataset.eval:
@@ -198,7 +198,7 @@ def import_(
     data_dir: DataDirOption = None,
 ) -> None:
     """Import chat logs, scripts, novels or datasets; say what was detected; clean and export."""
-    from training.dataset import character_system, dataset_name, split_names, write_dataset, write_samples
+    from training.dataset import dataset_name, split_names, write_dataset, write_samples
     from training.importers import read_paths
 
     if as_ and me:
@@ -219,16 +219,8 @@ def import_(
     settings = settings_from(config, data_dir)
     if character_id:
         character = find_character(character_id, settings.character_search_path)
-    system = character_system(character.card, user_name or settings.user_name) if character else None
-    dataset = _build(
-        sources,
-        skipped,
-        names=chosen,
-        narration=narration,
-        config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
-        system=system,
-        character_id=character.id if character else None,
-    )
+    cleaning = _config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns)
+    dataset = _build(sources, skipped, chosen, character, user_name or settings.user_name, cleaning)
     if skipped:
         names = ", ".join(str(path) for path, _ in skipped)
         err_console.print(f"skipped {len(skipped)} file(s) no importer recognised: {names}", highlight=False)
@@ -291,7 +283,7 @@ def build(
     data_dir: DataDirOption = None,
 ) -> None:
     """Build <character>/dataset/ from her own corpus (dialogue jsonl, scenes, chat logs in corpus/)."""
-    from training.dataset import character_system, dataset_name, split_names, write_dataset
+    from training.dataset import dataset_name, split_names, write_dataset
     from training.importers import ReadOptions, read_paths
     from training.stats import write_json
 
@@ -305,15 +297,9 @@ def build(
     card = character.card
     chosen = split_names(as_ or []) or tuple(n for n in (card.name, card.nickname) if n)
     skipped: list = []
-    dataset = _build(
-        read_paths(files, ReadOptions(names=chosen), skipped=skipped),
-        skipped,
-        names=chosen,
-        narration=narration,
-        config=_config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns),
-        system=character_system(card, user_name or settings.user_name),
-        character_id=character.id,
-    )
+    sources = read_paths(files, ReadOptions(names=chosen), skipped=skipped)
+    cleaning = _config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns)
+    dataset = _build(sources, skipped, chosen, character, user_name or settings.user_name, cleaning)
     target = write_dataset(character.folder, dataset, dataset_name(character.id))
     if out is not None:
         write_json(out, dataset.report.to_json())
