@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from companion.card.model import CardData
 from companion.errors import CompanionError, InputFileError
@@ -165,14 +165,22 @@ def read_files(paths: Sequence[Path]) -> list[Example]:
     return examples
 
 
-def split_by_hash(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A stable held-out split: the same conversation lands on the same side on every machine."""
-    if fraction <= 0 or len(examples) < 2:
-        return examples, []
-    keyed = sorted(examples, key=lambda e: hashlib.sha256(f"{seed}:{e.fingerprint()}".encode()).hexdigest())
-    n_eval = max(1, round(len(examples) * fraction))
+class Fingerprinted(Protocol):
+    def fingerprint(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=Fingerprinted)
+
+
+def split_by_hash(items: list[Item], fraction: float, seed: int, smallest: int = 2) -> tuple[list[Item], list[Item]]:
+    """A stable held-out split by content hash: the same conversation (or pair) lands on the same side
+    on every machine. Fewer than `smallest` items: nothing held out."""
+    if fraction <= 0 or len(items) < smallest:
+        return items, []
+    keyed = sorted(items, key=lambda e: hashlib.sha256(f"{seed}:{e.fingerprint()}".encode()).hexdigest())
+    n_eval = max(1, round(len(items) * fraction))
     held = {id(e) for e in keyed[:n_eval]}
-    return [e for e in examples if id(e) not in held], [e for e in examples if id(e) in held]
+    return [e for e in items if id(e) not in held], [e for e in items if id(e) in held]
 
 
 # -- rendering and tokenizing ------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 from companion.errors import InputFileError
 from companion.messages import ChatMessage
 from training.importers.sft import ASSISTANT_TAGS, SYSTEM_TAGS, USER_TAGS, content_text, iter_records
-from training.lora.data import Example, Renderer, Sample, SplitStats
+from training.lora.data import Example, Renderer, Sample, SplitStats, split_by_hash
 
 PREFERENCE_DIR = "preference"
 
@@ -148,12 +148,7 @@ def find_pairs(folder: Path) -> list[Path]:
 
 def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Stable held-out split by content hash (none for fewer than 4 pairs)."""
-    if fraction <= 0 or len(pairs) < 4:
-        return pairs, []
-    keyed = sorted(pairs, key=lambda p: hashlib.sha256(f"{seed}:{p.fingerprint()}".encode()).hexdigest())
-    n_eval = max(1, round(len(pairs) * fraction))
-    held = {id(p) for p in keyed[:n_eval]}
-    return [p for p in pairs if id(p) not in held], [p for p in pairs if id(p) in held]
+    return split_by_hash(pairs, fraction, seed, smallest=4)
 
 
 @dataclass
