@@ -10,30 +10,13 @@ import pytest
 import torch
 
 from tests.preference.conftest import PAIRS, write_pairs
+from tests.training_lora.conftest import Quiet
 from training.lora.data import Renderer, SplitStats
 from training.lora.loss import PackedLoss
 from training.lora.model import load_base
 from training.preference.data import read_pairs, tokenize_pairs
 from training.preference.evaluate import sequence_logps
 from training.preference.trainer import DPOTrainer, train_dpo
-
-
-class Notes:
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-        self.losses: list[float] = []
-
-    def start(self, total_steps: int, first_step: int) -> None:
-        pass
-
-    def update(self, step: int, metrics) -> None:
-        self.losses.append(metrics["loss"])
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-
-    def finish(self) -> None:
-        pass
 
 
 def test_packed_sequence_logps_equal_a_plain_forward(character, tiny_settings, tiny_model_dir: Path):
@@ -59,7 +42,7 @@ def test_packed_sequence_logps_equal_a_plain_forward(character, tiny_settings, t
 
 
 def test_dpo_from_scratch_starts_at_log2_and_learns(character, tiny_settings, dpo_config):
-    progress = Notes()
+    progress = Quiet()
     result = train_dpo(character, tiny_settings, dpo_config.updated(max_steps=12), progress=progress)
     history = result.history
     assert history["train"][0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference
@@ -85,9 +68,9 @@ def test_dpo_on_top_of_the_sft_adapter_keeps_it_as_reference(character, tiny_set
 
     sft = TrainConfig(model=str(tiny_model_dir), precision="fp32", max_steps=2, batch_size=4, grad_accum=1,
                       learning_rate=5e-3, eval_every=0, save_every=0)  # fmt: skip
-    train(character, tiny_settings, sft, progress=Notes())
+    train(character, tiny_settings, sft, progress=Quiet())
     sft_weights = (character.adapter_dir / "adapter_model.safetensors").read_bytes()
-    result = train_dpo(character, tiny_settings, dpo_config, progress=Notes())
+    result = train_dpo(character, tiny_settings, dpo_config, progress=Quiet())
     folder = result.adapter_dir
     assert (folder / "reference" / "adapter_model.safetensors").read_bytes() == sft_weights
     assert (folder / "adapter_model.safetensors").read_bytes() != sft_weights
@@ -101,7 +84,7 @@ def test_dpo_on_top_of_the_sft_adapter_keeps_it_as_reference(character, tiny_set
     check_adapter_matches(folder / "adapter_config.json", str(tiny_model_dir), base.model.config)
     check_adapter_weights(folder / "adapter_model.safetensors", base.model, str(tiny_model_dir))
     # a second run starts again from the SFT adapter, not from the DPO one
-    notes = Notes()
+    notes = Quiet()
     again = train_dpo(character, tiny_settings, dpo_config, progress=notes)
     assert any("starting again from its SFT adapter" in n for n in notes.notes)
     assert (again.adapter_dir / "reference" / "adapter_model.safetensors").read_bytes() == sft_weights
@@ -111,7 +94,7 @@ def test_dpo_on_top_of_the_sft_adapter_keeps_it_as_reference(character, tiny_set
 def test_held_out_split_and_failure_leaves_the_adapter_alone(character, tiny_settings, dpo_config, monkeypatch):
     write_pairs(character.folder / "preference" / "pairs.jsonl", PAIRS * 2 + [(q + "?", c, r) for q, c, r in PAIRS])
     trainer = DPOTrainer(
-        character, tiny_settings, dpo_config.updated(eval_fraction=0.25, max_steps=2), progress=Notes()
+        character, tiny_settings, dpo_config.updated(eval_fraction=0.25, max_steps=2), progress=Quiet()
     )
     result = trainer.run()
     assert result.report["data"]["pairs"]["eval"] > 0 and result.report["data"]["measured_on"] == "held-out pairs"
@@ -123,7 +106,7 @@ def test_held_out_split_and_failure_leaves_the_adapter_alone(character, tiny_set
     monkeypatch.setattr("training.preference.trainer.plot_losses", boom, raising=False)
     monkeypatch.setattr("training.lora.report.plot_losses", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        train_dpo(character, tiny_settings, dpo_config.updated(max_steps=1), progress=Notes())
+        train_dpo(character, tiny_settings, dpo_config.updated(max_steps=1), progress=Quiet())
     assert (character.adapter_dir / "adapter_model.safetensors").read_bytes() == before
     assert not [p for p in character.folder.iterdir() if p.name.startswith(".adapter")]
 
@@ -132,4 +115,4 @@ def test_pairs_too_long_for_max_length_are_refused(character, tiny_settings, dpo
     from companion.errors import InputFileError
 
     with pytest.raises(InputFileError, match="no usable preference pairs"):
-        train_dpo(character, tiny_settings, dpo_config.updated(max_length=16), progress=Notes())
+        train_dpo(character, tiny_settings, dpo_config.updated(max_length=16), progress=Quiet())
