@@ -5,13 +5,16 @@ through the whole pipeline with Mochi (retrieval included when the knowledge pac
 into the session): Silero endpointing -> Whisper base -> Gemma-3-270M (+ her adapter, if any)
 -> sentences/tags -> Piper / espeak-ng. For every utterance, in the same run:
 
-  streaming   the live loop: speculative transcript during the silence window, sentence-level
-              TTS while the LLM writes; latency = end of speech -> first audio chunk
+  streaming   the live loop, fed in real time: speech transcribed in pieces at pauses, the LLM
+              prefilled with the turn from the transcript at each pause, the first clause
+              spoken while the LLM writes on; latency = end of speech -> first audio chunk
   sequential  the same models one after the other: wait the silence window, transcribe all,
               generate all, synthesise all; latency = end of speech -> audio ready
 
-Both include the endpointing silence window (`voice.silence_ms`), which any live system waits.
+Both include the endpointing silence window (`voice.silence_ms`), which any live system waits,
+and both start with the LLM's cache as another user's turn leaves it (her persona evaluated).
 Greedy decoding and a fresh conversation per utterance give both modes the same reply.
+--no-prefill, --piece-s 0 and --first-clause-chars 0 turn the streaming levers off one by one.
 Also: ASR WER/CER and real-time factor per recording; TTS real-time factor and first chunk.
 
     .venv/bin/python bench/voice_latency.py [--testdata ../shared/testdata] [--limit 12] [--json out.json]
@@ -117,6 +120,18 @@ def split_utterances(stack, samples: np.ndarray) -> list[tuple[np.ndarray, int]]
     return found
 
 
+async def persona_cached(stack) -> None:
+    """Put the LLM's cache where an earlier turn of another user leaves it: her persona evaluated,
+    nothing of the coming turn (else one mode would reuse the other's identical prompt)."""
+    from companion.voice.loop import VoiceAgent
+
+    reset = getattr(stack.companion.llm, "reset_cache", None)
+    if reset is not None:
+        reset()
+        other = stack.companion.key(user="bench-other-user", channel="bench")
+        await VoiceAgent(stack.companion, stack.asr, other, user_name=stack.agent.user_name).prefill()
+
+
 async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
     from companion.events import AudioEvent, ErrorEvent
     from companion.voice.loop import VirtualPlayer
@@ -162,6 +177,7 @@ async def streaming_latency(stack, speech: np.ndarray, user: str) -> dict:
         "first_text_s": timing.first_text if timing else None,
         "first_sentence_s": timing.first_sentence if timing else None,
         "first_sentence": next((e.text for e in events if e.type == "sentence" and e.text), ""),
+        "prefilled_s": timing.marks.get("prefilled") if timing else None,
         "warm_s": warm_s,
         **llm_stats,
     }
@@ -433,10 +449,13 @@ async def main_async(args) -> dict:
     window = settings.voice.silence_ms
     print(f"\nLatency, end of speech -> first audio ({len(samples)} utterances, silence window {window} ms)")
     rows = []
+    run = time.strftime("%Y%m%d%H%M%S")  # fresh conversations: no history from earlier runs
     for i, (name, audio) in enumerate(samples):
         speech = audio[: len(audio)]
-        s = await streaming_latency(stack, speech, f"bench-stream-{i}")
-        q = await sequential_latency(stack, speech, f"bench-seq-{i}")
+        await persona_cached(stack)
+        s = await streaming_latency(stack, speech, f"bench-stream-{run}-{i}")
+        await persona_cached(stack)
+        q = await sequential_latency(stack, speech, f"bench-seq-{run}-{i}")
         rows.append({"utterance": name, "streaming": s, "sequential": q})
         fs, fq = s["first_audio_s"], q["first_audio_s"]
         print(
@@ -457,14 +476,23 @@ async def main_async(args) -> dict:
         "speedup_median_per_utterance": statistics.median(b / a for a, b in paired) if paired else float("nan"),
         "components_median": {
             key: statistics.median(v for r in rows if (v := r["streaming"].get(key)) is not None)
-            for key in ("endpoint_s", "transcript_s", "first_text_s", "first_sentence_s", "first_audio_s")
+            for key in (
+                "endpoint_s",
+                "transcript_s",
+                "prefilled_s",
+                "first_text_s",
+                "first_sentence_s",
+                "first_audio_s",
+            )
             if any(r["streaming"].get(key) is not None for r in rows)
         },
     }
     stages = {
         "wait for end of turn (silence window)": ("endpoint_s", None),
         "transcript after that": ("transcript_s", "endpoint_s"),
-        "LLM first token": ("first_text_s", "transcript_s"),
+        "rest of the speculative prefill (retrieval + prompt)": ("prefilled_s", "transcript_s"),
+        "LLM first token": ("first_text_s", "prefilled_s"),
+        "LLM first token (no prefill)": ("first_text_s", "transcript_s"),
         "first sentence written": ("first_sentence_s", "first_text_s"),
         "first sentence spoken (TTS)": ("first_audio_s", "first_sentence_s"),
     }
@@ -473,7 +501,9 @@ async def main_async(args) -> dict:
         spans = [
             r["streaming"][end] - (r["streaming"][start] if start else 0.0)
             for r in rows
-            if r["streaming"].get(end) is not None and (start is None or r["streaming"].get(start) is not None)
+            if r["streaming"].get(end) is not None
+            and (start is None or r["streaming"].get(start) is not None)
+            and (label != "LLM first token (no prefill)" or r["streaming"].get("prefilled_s") is None)
         ]
         if spans:
             summary["stages_median"][label] = statistics.median(spans)

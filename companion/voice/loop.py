@@ -436,9 +436,13 @@ class LiveLoop:
         speculative, self._speculative = self._speculative, None
         if speculative is not None and abs(speculative[0] - event.time) >= 1e-6:
             speculative[1].cancel()  # it prefilled a turn the user went on from
+            speculative = None
         incremental, self._utterance_asr = self._incremental(), None
         transcript = await incremental.finish(event)
         timing.transcript = time.monotonic() - timing.speech_end
+        if speculative is not None:
+            await speculative[1]  # the prefill of this very turn: let it finish, the turn then only generates
+            timing.marks["prefilled"] = time.monotonic() - timing.speech_end
         if transcript.empty:
             log.info("heard no words (%.1fs of audio)", transcript.duration)
             return

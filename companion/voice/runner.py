@@ -40,6 +40,7 @@ class VoiceStack:
             silence_ms=options.silence_ms,
             min_speech_ms=options.min_speech_ms,
             pause_ms=options.pause_ms,
+            pre_roll_ms=options.pre_roll_ms,
             max_utterance_s=options.max_utterance_s,
         )
 

@@ -24,6 +24,9 @@ class VoiceLoopSettings(BaseModel):
     """Have the LLM evaluate her prompt before the turn: the shared part (persona, history) while
     the user is quiet, the whole turn (retrieval included) from the transcript at each pause.
     Only for LLMs with a prefix cache (llm.llamacpp)."""
+    pre_roll_ms: int = 500
+    """Audio kept from before the VAD heard speech start: quiet onsets need it (300 ms cost the
+    CosyVoice clip its first two characters in half of the cuts measured)."""
     min_speech_ms: int = 200
     vad_threshold: float = 0.5
     max_utterance_s: float = 30.0

@@ -115,7 +115,7 @@ class Endpointer:
         silence_ms: int = 500,
         min_speech_ms: int = 200,
         pause_ms: int = 160,
-        pre_roll_ms: int = 300,
+        pre_roll_ms: int = 500,
         post_roll_ms: int = 200,
         max_utterance_s: float = 30.0,
     ) -> None:
