@@ -123,7 +123,9 @@ class SentenceSplitter:
         while i < n:
             ch = text[i]
             is_terminal = ch in TERMINALS or (ch == "." and self._is_full_stop(text, i, final))
-            is_clause = clause_ok and ch in CLAUSES
+            is_clause = (
+                clause_ok and ch in CLAUSES and not (ch in ",:" and text[i + 1 : i + 2].isdigit())
+            )  # 7:00, 1,000
             if (is_terminal or is_clause) and not _open_tag_at(text, i):
                 end = i + 1
                 while end < n and (

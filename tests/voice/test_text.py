@@ -47,6 +47,12 @@ def test_short_fragments_merge_and_first_sentence_may_cut_at_a_comma():
     assert first[1:] == ["so you are just in time.", "Great, thanks."]  # only the first sentence is cut early
 
 
+@pytest.mark.parametrize("step", [1, 2, 1000])
+def test_the_first_clause_is_not_cut_inside_a_time_or_a_number(step):
+    text = "We are open Monday through Friday 7:00 to 19:00, and on Saturdays 1,000 buns sell out."
+    assert spoken(text, step=step)[0] == "We are open Monday through Friday 7:00 to 19:00,"
+
+
 def test_long_text_without_punctuation_is_cut():
     parts = split("word " * 100, max_chars=60, first_clause_chars=None)
     assert len(parts) > 3
