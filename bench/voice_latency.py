@@ -424,15 +424,17 @@ async def main_async(args) -> dict:
     print(f"  loaded in {time.perf_counter() - started:.1f}s; retrieval: {bool(stack.companion.context_sources)}")
     speech_dir = Path(args.testdata) / "speech"
 
-    print("\nASR (Whisper base int8, detection restricted to", stack.agent.languages, ")")
-    asr_rows = asr_section(stack, speech_dir)
-    for row in asr_rows:
-        head = f"  {row['file']:<36} {row['metric']} {row['error']:.3f}  RTF {row['rtf']:.3f}"
-        print(f"{head}  [{row['detected']}] {row['hypothesis'][:60]}")
-    tts_rows = tts_section(stack)
-    print("\nTTS")
-    for row in tts_rows:
-        print(f"  {row['voice']:<16} first chunk {row['first_chunk_s']:.3f}s  RTF {row['rtf']:.3f}")
+    asr_rows, tts_rows = [], []
+    if not args.latency_only:
+        print("\nASR (Whisper base int8, detection restricted to", stack.agent.languages, ")")
+        asr_rows = asr_section(stack, speech_dir)
+        for row in asr_rows:
+            head = f"  {row['file']:<36} {row['metric']} {row['error']:.3f}  RTF {row['rtf']:.3f}"
+            print(f"{head}  [{row['detected']}] {row['hypothesis'][:60]}")
+        tts_rows = tts_section(stack)
+        print("\nTTS")
+        for row in tts_rows:
+            print(f"  {row['voice']:<16} first chunk {row['first_chunk_s']:.3f}s  RTF {row['rtf']:.3f}")
 
     recorded: list[tuple[str, np.ndarray]] = []
     for path, channel, _, _ in load_references(speech_dir):
@@ -520,10 +522,13 @@ async def main_async(args) -> dict:
         "  where the streaming time goes (medians): "
         + "; ".join(f"{k} {v:.2f}s" for k, v in summary["stages_median"].items())
     )
-    en = [r["error"] for r in asr_rows if r["metric"] == "WER"]
-    zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]
-    aishell = zh[0] if zh else float("nan")
-    print(f"  ASR English WER mean {statistics.mean(en):.3f} (goal <= 0.05); AISHELL CER {aishell:.3f} (goal <= 0.15)")
+    if asr_rows:
+        en = [r["error"] for r in asr_rows if r["metric"] == "WER"]
+        zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]
+        aishell = zh[0] if zh else float("nan")
+        print(
+            f"  ASR English WER mean {statistics.mean(en):.3f} (goal <= 0.05); AISHELL CER {aishell:.3f} (goal <= 0.15)"
+        )
     summary["load_average"] = os.getloadavg()[0]
     summary["llm"] = settings.llm.model_dump()
     summary["asr"] = settings.asr.model_dump()
@@ -545,6 +550,7 @@ def main() -> None:
     parser.add_argument(
         "--asr-variant", choices=list(ASR_VARIANTS), help="ASR decoding settings (default: configured)."
     )
+    parser.add_argument("--latency-only", action="store_true", help="Skip the ASR and TTS sections.")
     parser.add_argument("--no-prefill", action="store_true", help="Lever off: no LLM prefill before the turn.")
     parser.add_argument(
         "--piece-s", type=float, default=1.0, help="Lever: transcribe in pieces at pauses (0: all at the end)."
