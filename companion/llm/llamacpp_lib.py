@@ -20,6 +20,9 @@ from companion.errors import CompanionError, InputFileError
 
 log = logging.getLogger("companion.llm.llamacpp")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error
+# Warnings that say nothing is wrong: a LoRA on a repacked weight keeps its own tensors in plain
+# CPU memory (one line per adapted weight, on every adapter load).
+_NOT_WORTH_A_WARNING = ("cannot use buft 'CPU_REPACK', fallback to CPU",)
 _last_level = [0]
 
 
@@ -31,7 +34,8 @@ def _log_callback(level: int, text: bytes, _user: Any) -> None:
     if level in _LEVELS and text:
         message = text.decode("utf-8", errors="replace").rstrip()
         if message:
-            log.log(_LEVELS[level], "llama.cpp: %s", message)
+            quiet = any(part in message for part in _NOT_WORTH_A_WARNING)
+            log.log(logging.DEBUG if quiet else _LEVELS[level], "llama.cpp: %s", message)
 
 
 llama.llama_log_set(_log_callback, ctypes.c_void_p(0))

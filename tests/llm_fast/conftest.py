@@ -75,3 +75,75 @@ def adapters(local_llm, tmp_path_factory) -> dict[str, Path]:
         ),
         "dora": make_adapter(base, root / "dora", r=4, use_dora=True, target_modules=["q_proj", "v_proj"]),
     }
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf(model_data_dir: Path) -> Path:
+    from companion.llm.embedded import EMBEDDED_MODELS
+
+    scratch = model_data_dir / "models" / "gguf"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return EMBEDDED_MODELS["gemma3-270m"].locate_gguf(scratch)
+
+
+@pytest.fixture(scope="session")
+def exact_model_dir(local_llm, embedded_gguf: Path) -> Path:
+    """The embedded GGUF dequantized into a float32 transformers folder (the app's folder rounds
+    the weights to bfloat16). Made once (a minute or two), cached beside the app's folder."""
+    from companion.llm.embedded import GEMMA_CHAT_TEMPLATE, convert_gguf
+
+    target = local_llm.model_dir.with_name(local_llm.model_dir.name + "-float32")
+    if not (target / "config.json").is_file():
+        convert_gguf(embedded_gguf, target, chat_template=GEMMA_CHAT_TEMPLATE, dtype="float32")
+    return target
+
+
+@pytest.fixture(scope="session")
+def f32_gguf(embedded_gguf: Path, llama_cpp_available) -> Path:
+    """The same weights as a float32 GGUF, written by llama.cpp's own dequantizer (once, ~20 s,
+    1 GB): llama.cpp then runs plain float32 matmuls instead of quantizing activations to 8 bits."""
+    import ctypes
+
+    import llama_cpp.llama_cpp as llama
+
+    import companion.llm.llamacpp_lib  # noqa: F401  (routes llama.cpp's log through ours)
+
+    target = embedded_gguf.with_name(embedded_gguf.stem + ".F32.gguf")
+    if not target.is_file():
+        staging = target.with_name(f".{target.name}.tmp")
+        params = llama.llama_model_quantize_default_params()
+        params.ftype = llama.LLAMA_FTYPE_ALL_F32
+        params.allow_requantize = True
+        assert llama.llama_model_quantize(str(embedded_gguf).encode(), str(staging).encode(), ctypes.byref(params)) == 0
+        staging.replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def exact_fast(f32_gguf: Path, model_data_dir: Path):
+    """The fast backend (all of it: prompt, tokens, converted adapters, KV cache) on the float32 GGUF."""
+    from companion.llm.embedded import GEMMA_CHAT_TEMPLATE
+    from companion.llm.llamacpp import LlamaCppLLM, LlamaCppSettings
+    from companion.plugins import PluginContext
+
+    settings = LlamaCppSettings(model=str(f32_gguf), chat_template=GEMMA_CHAT_TEMPLATE)
+    llm = LlamaCppLLM(settings, PluginContext(data_dir=model_data_dir))
+    assert llm.fast
+    return llm
+
+
+@pytest.fixture(scope="session")
+def exact_adapters(adapters: dict[str, Path], f32_gguf: Path, tmp_path_factory) -> dict[str, Path]:
+    """The test adapters, recorded as made for the float32 GGUF (an adapter that names the embedded
+    model is refused on any other model file)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("exact_adapters")
+    out = {}
+    for kind, folder in adapters.items():
+        copy = Path(shutil.copytree(folder, root / kind))
+        config = json.loads((copy / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = str(f32_gguf)
+        (copy / "adapter_config.json").write_text(json.dumps(config))
+        out[kind] = copy
+    return out

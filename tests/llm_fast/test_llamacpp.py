@@ -13,6 +13,7 @@ import pytest
 from companion.llm.base import GenerationParams, GenerationRequest
 from companion.messages import ChatMessage
 from companion.plugins import PluginContext, available
+from companion.prompt import normalize_turns
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,7 @@ PROBES = [
     [SYSTEM, ChatMessage(role="user", content="Can you recommend a bread for breakfast?")],
     [ChatMessage(role="user", content="Count from one to ten in English.")],
 ]
+GREEDY_TOKENS = 12
 HELD_OUT = (
     "The harbour was quiet before dawn. Mochi tied her apron, switched on the old oven and "
     "listened to the gulls while the first loaves rose. Her grandmother had taught her that "
@@ -83,17 +85,18 @@ def fast_greedy_ids(fast_llm, messages, n: int, adapter: Path | None, penalty: f
 
 
 @pytest.fixture(scope="module")
-def reference_fp32(local_llm, adapters):
-    """transformers + peft in float32 on the dequantized GGUF weights: one base model, the adapters
-    attached by name; `get(kind)` selects one (None: the bare base)."""
+def reference_fp32(exact_model_dir, adapters):
+    """transformers + peft in float32 on the GGUF's weights dequantized exactly (not the app's
+    bfloat16 folder): one base model, the adapters attached by name; `get(kind)` selects one (None:
+    the bare base)."""
     import contextlib
 
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(local_llm.model_dir, dtype=torch.float32)
-    kinds = ["qv", "all_linear", "rslora"]
+    base = AutoModelForCausalLM.from_pretrained(exact_model_dir, dtype=torch.float32)
+    kinds = ["all_linear", "rslora"]
     model = PeftModel.from_pretrained(base, str(adapters[kinds[0]]), adapter_name=kinds[0])
     for kind in kinds[1:]:
         model.load_adapter(str(adapters[kind]), adapter_name=kind)
@@ -118,6 +121,41 @@ def reference_fp32(local_llm, adapters):
                 return model.generate(*args, **kwargs)
 
     return Selected
+
+
+@pytest.fixture(scope="module")
+def reference_greedy(reference_fp32, local_llm):
+    """The reference's first GREEDY_TOKENS greedy tokens on every probe, computed once per adapter."""
+    found: dict[str | None, list[list[int]]] = {}
+
+    def get(kind: str | None) -> list[list[int]]:
+        if kind not in found:
+            model = reference_fp32(kind)
+            prompts = [local_llm.prompt_ids(GenerationRequest(messages=messages)) for messages in PROBES]
+            found[kind] = [reference_greedy_ids(model, prompt, GREEDY_TOKENS) for prompt in prompts]
+        return found[kind]
+
+    return get
+
+
+def held_out_logprobs(local_llm, reference_fp32, kind: str | None) -> tuple[list[int], list[float]]:
+    """HELD_OUT's token ids and the reference's log-probabilities of tokens[1:]."""
+    import torch
+
+    ids = local_llm.tokenizer("<bos>" + HELD_OUT, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        logits = reference_fp32(kind)(ids).logits[0, :-1].double()
+    expected = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+    return ids[0].tolist(), expected.tolist()
+
+
+def perplexity(logprobs: list[float]) -> float:
+    return math.exp(-sum(logprobs) / len(logprobs))
+
+
+def agreeing(expected: list[int], got: list[int]) -> int:
+    """How many first tokens are the same."""
+    return next((i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b), len(expected))
 
 
 def test_ci_has_the_fast_path() -> None:
@@ -148,29 +186,63 @@ def test_tokens_match_the_reference_tokenizer(fast_llm, local_llm) -> None:
         expected = local_llm.tokenizer(text, add_special_tokens=False).input_ids
         assert fast_llm.engine.tokenize(text) == expected, text
         assert fast_llm.count_tokens(text) == local_llm.count_tokens(text)
-    for messages in PROBES:
+    # A session's prompt: the persona as system text (Gemma has no system role: it heads the first
+    # user turn), a conversation opened by her greeting, history, then the new turn.
+    session = normalize_turns(
+        [
+            ChatMessage(role="system", content="You are Mochi. Stay in character.\n\n你是糯米，青澜镇的面包师。"),
+            ChatMessage(role="assistant", content="欢迎光临月兔烘焙坊！"),
+            ChatMessage(role="user", content="  今天有什么面包？ "),
+            ChatMessage(role="assistant", content="Milk bread, and sesame rolls.\n"),
+            ChatMessage(role="user", content="[World info]\nThe bakery opens at five.\n\nAnd tomorrow?"),
+        ]
+    )
+    for messages in [*PROBES, session]:
         request = GenerationRequest(messages=messages)
         assert fast_llm.prompt_tokens(messages)[0] == local_llm.prompt_ids(request)[0].tolist()
 
 
-@pytest.mark.parametrize("kind", [None, "qv", "all_linear", "rslora"])
-def test_greedy_output_matches_the_reference(fast_llm, local_llm, reference_fp32, adapters, kind) -> None:
-    """Same first tokens as transformers + peft (float32, the dequantized weights of the same GGUF)
-    on every probe, all 12 on nearly all; llama.cpp runs the quantized weights with 8-bit activations
-    and an f16 KV cache, so a late token may part at a near tie. Measured here: base 12,12,12,12,12,4;
-    q/v 12,12,12,10,12,12; all-linear 12 x6; rsLoRA 12,12,12,9,12,12."""
-    n = 12
-    model = reference_fp32(kind)
+@pytest.mark.parametrize("kind", [None, "all_linear", "rslora"])
+def test_same_weights_give_the_reference_output(
+    exact_fast, exact_adapters, local_llm, reference_fp32, reference_greedy, kind
+) -> None:
+    """Equivalence on the same footing: llama.cpp on the GGUF's weights dequantized to float32 (plain
+    float32 matmuls) against transformers + peft in float32 on the same weights. Everything the fast
+    path does (the rendered template, tokens, the converted adapter, the KV cache) is in the loop;
+    only llama.cpp's quantized arithmetic is not. Every probe's first 12 greedy tokens are the
+    reference's, and held-out perplexity is within 0.2% (measured: within 0.01%, largest log-prob
+    difference 0.004-0.04 nats; a LoRA at the wrong scale costs +50%)."""
+    adapter = exact_adapters[kind] if kind else None
+    for messages, expected in zip(PROBES, reference_greedy(kind), strict=True):
+        assert fast_greedy_ids(exact_fast, messages, GREEDY_TOKENS, adapter) == expected, messages
+    ids, expected = held_out_logprobs(local_llm, reference_fp32, kind)
+    got = exact_fast.token_logprobs(ids, adapter)
+    assert len(got) == len(expected) > 100
+    assert abs(perplexity(got) / perplexity(expected) - 1) < 0.002, (perplexity(got), perplexity(expected))
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 0.1
+
+
+@pytest.mark.parametrize("kind", [None, "all_linear"])
+def test_shipped_quantized_model_stays_close(
+    fast_llm, adapters, local_llm, reference_fp32, reference_greedy, kind
+) -> None:
+    """The shipped Q4_K_M GGUF against the same float32 reference. Its weights are the reference's
+    (dequantized from this file), but llama.cpp's quantized dot products round the activations to
+    8 bits, which is all that is left between the two (see the test above): held-out perplexity
+    +0.4-2.7% and 89-96% same top-1 token on Mochi's texts, so a late greedy token may part at a near
+    tie. Bounds: most probes agree on all 12 first tokens, none on fewer than 4; perplexity within 4%
+    (a wrong adapter or template costs far more)."""
     adapter = adapters[kind] if kind else None
-    agreeing = []
-    for messages in PROBES:
-        prompt = local_llm.prompt_ids(GenerationRequest(messages=messages))
-        expected = reference_greedy_ids(model, prompt, n)
-        got = fast_greedy_ids(fast_llm, messages, n, adapter)
-        same = next((i for i, (a, b) in enumerate(zip(expected, got, strict=True)) if a != b), n)
-        agreeing.append(same)
-    print(f"greedy agreement ({kind}): {agreeing} of {n}")
-    assert min(agreeing) >= 4 and sum(a == n for a in agreeing) >= len(PROBES) - 2, agreeing
+    counts = [
+        agreeing(expected, fast_greedy_ids(fast_llm, messages, GREEDY_TOKENS, adapter))
+        for messages, expected in zip(PROBES, reference_greedy(kind), strict=True)
+    ]
+    ids, expected = held_out_logprobs(local_llm, reference_fp32, kind)
+    got = fast_llm.token_logprobs(ids, adapter)
+    ratio = perplexity(got) / perplexity(expected)
+    print(f"quantized ({kind}): greedy agreement {counts} of {GREEDY_TOKENS}, perplexity x{ratio:.4f}")
+    assert min(counts) >= 4 and sum(c == GREEDY_TOKENS for c in counts) >= len(PROBES) - 2, counts
+    assert abs(ratio - 1) < 0.04, ratio
 
 
 def test_adapter_changes_output_and_switches_off(fast_llm, adapters) -> None:
@@ -181,26 +253,6 @@ def test_adapter_changes_output_and_switches_off(fast_llm, adapters) -> None:
     text = collect(fast_llm, GenerationRequest(messages=messages, params=greedy(10)))
     collect(fast_llm, GenerationRequest(messages=messages, params=greedy(10), adapter=adapters["qv"]))
     assert collect(fast_llm, GenerationRequest(messages=messages, params=greedy(10))) == text
-
-
-@pytest.mark.parametrize("kind", [None, "all_linear"])
-def test_held_out_perplexity_close_to_the_reference(fast_llm, local_llm, reference_fp32, adapters, kind) -> None:
-    """Held-out perplexity against the same float32 reference. Not within 1%: llama.cpp quantizes
-    activations to 8 bits for its quantized dot products (and keeps K/V in f16), which costs
-    Gemma-3-270M 0.2-3.2% perplexity on 700-token lore texts and 2.5% on this one (1.4% with f32 K/V
-    and no flash attention); the equivalence criterion we meet is the greedy one above. This bound
-    catches a wrong adapter or template, which cost far more (a LoRA at the wrong scale: +50%)."""
-    import torch
-
-    ids = local_llm.tokenizer("<bos>" + HELD_OUT, add_special_tokens=False, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        logits = reference_fp32(kind)(ids).logits[0, :-1].double()
-    expected = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
-    reference_ppl = math.exp(-expected.mean().item())
-    got = fast_llm.token_logprobs(ids[0].tolist(), adapters[kind] if kind else None)
-    fast_ppl = math.exp(-sum(got) / len(got))
-    assert len(got) == ids.shape[1] - 1 > 100
-    assert abs(fast_ppl / reference_ppl - 1) < 0.04, (fast_ppl, reference_ppl)
 
 
 def test_second_turn_reuses_the_prefix(fast_llm, adapters) -> None:

@@ -23,17 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def base(fast_gguf: Path) -> BaseModelInfo:
-    return BaseModelInfo.from_gguf(fast_gguf)
-
-
-@pytest.fixture(scope="module")
-def fast_gguf(model_data_dir: Path) -> Path:
-    from companion.llm.embedded import EMBEDDED_MODELS
-
-    scratch = model_data_dir / "models" / "gguf"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return EMBEDDED_MODELS["gemma3-270m"].locate_gguf(scratch)
+def base(embedded_gguf: Path) -> BaseModelInfo:
+    return BaseModelInfo.from_gguf(embedded_gguf)
 
 
 def peft_delta(adapter: Path, module: str) -> np.ndarray:
