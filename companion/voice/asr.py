@@ -65,8 +65,8 @@ class FasterWhisperSettings(BaseModel):
     cpu_threads: int = 0
     """0: one per core (up to 4)."""
     beam_size: int = 5
-    """Beam search: on this project's speech set it fixed Mandarin errors greedy decoding made
-    (speech-only CosyVoice clip CER 0.21 -> 0.07) at about a third more decoding time."""
+    """Beam search: on this project's speech set (bench/voice_latency.py --asr-sweep) it fixed an
+    English error greedy decoding made and changed no Mandarin result; see the README for its cost."""
     temperature: float | list[float] = 0.0
     """One greedy pass. Whisper's default fallback ladder (0.0 ... 1.0) re-decodes up to six times
     when it doubts itself (noise, robotic voices): accurate at times, but seconds of latency."""
