@@ -356,21 +356,27 @@ def thread_candidates(cores: int) -> list[int]:
 
 
 class ThreadTuner:
-    """Picks llama.cpp's thread count from measured decode steps.
+    """Picks llama.cpp's thread count for decoding from measured decode steps.
 
     llama.cpp's worker threads meet at a barrier after every graph node (~900 per token for
     Gemma-3-270M) and spin while they wait. On a laptop where other programs want the same cores,
     one descheduled worker stalls the rest: on our 2-core test machine under load, 2 threads
     decoded at 1-2 tokens/s where 1 thread made 14-19. On an idle machine all cores are fastest.
-    So we time every decode step (an exponential average per thread count) and now and then spend
-    one step on each alternative; the worse an alternative was, the longer until it is tried again
-    (16 to 1024 steps), which keeps exploring under ~2% of the time either way."""
+    So we time every decode step (an exponential average per thread count) and now and then try
+    each alternative for a short burst of steps; the worse an alternative was, the longer until it
+    is tried again (64 to 4096 steps), which keeps exploring under ~6% of the time either way.
+    The first step after a change of thread count is never counted: it pays for waking the
+    workers, and counting it made a lone 2-thread step look slower than it is, so the tuner kept
+    1 thread on an idle 2-core machine."""
 
-    def __init__(self, candidates: list[int], *, smoothing: float = 0.3) -> None:
+    def __init__(self, candidates: list[int], *, smoothing: float = 0.3, burst: int = 3) -> None:
         self.candidates = candidates
         self.cost: dict[int, float] = {}
         self.smoothing = smoothing
+        self.burst = burst
         self.since: dict[int, int] = dict.fromkeys(candidates, 0)
+        self.last: int | None = None  # the thread count of the previous step
+        self.trying: tuple[int, int] | None = None  # (alternative, steps left in its burst)
 
     def best(self) -> int:
         measured = [c for c in self.candidates if c in self.cost]
@@ -380,22 +386,35 @@ class ThreadTuner:
         """The thread count for the next decode step."""
         if len(self.candidates) == 1:
             return self.candidates[0]
+        if self.trying is None:
+            self.trying = self._due()
+        return self.trying[0] if self.trying is not None else self.best()
+
+    def _due(self) -> tuple[int, int] | None:
+        """The alternative whose turn has come, with its burst (a warm-up step, then measured ones)."""
         for candidate in self.candidates:
             if candidate not in self.cost:
-                return candidate
+                return candidate, self.burst + 1
         best = self.best()
         for candidate in self.candidates:
             if candidate != best:
-                wait = min(1024, max(16, round(16 * self.cost[candidate] / self.cost[best])))
+                shortest = 16 * (self.burst + 1)
+                wait = min(64 * shortest, max(shortest, round(shortest * self.cost[candidate] / self.cost[best])))
                 if self.since[candidate] >= wait:
-                    return candidate
-        return best
+                    return candidate, self.burst + 1
+        return None
 
     def record(self, threads: int, seconds: float) -> None:
-        old = self.cost.get(threads)
-        self.cost[threads] = seconds if old is None else old + self.smoothing * (seconds - old)
+        warm_up, self.last = threads != self.last, threads
+        if self.trying is not None and self.trying[0] == threads:
+            left = self.trying[1] - 1
+            self.trying = (threads, left) if left > 0 else None
         for candidate in self.since:
             self.since[candidate] = 0 if candidate == threads else self.since[candidate] + 1
+        if warm_up:
+            return
+        old = self.cost.get(threads)
+        self.cost[threads] = seconds if old is None else old + self.smoothing * (seconds - old)
 
 
 class _PieceDecoder:
@@ -462,14 +481,14 @@ class _Engine:
         self._one = lib.llama.llama_batch_init(1, 0, 1)
         self.calibrate()
 
-    def calibrate(self, rounds: int = 1) -> None:
-        """Time a few one-token steps on each thread count, so the first turn already runs on a
-        sensible one (tens of milliseconds on an idle machine)."""
+    def calibrate(self) -> None:
+        """Time a burst of one-token steps on each thread count, so the first turn already runs on
+        a sensible one (tens of milliseconds on an idle machine)."""
         if len(self.tuner.candidates) > 1:
             bos = max(self.lib.llama.llama_vocab_bos(self.vocab), 0)
-            for _ in range(rounds):
-                for threads in reversed(self.tuner.candidates):
-                    self._use_threads(threads)
+            for threads in reversed(self.tuner.candidates):
+                self._use_threads(threads)
+                for _ in range(self.tuner.burst + 1):
                     self.lib.llama.llama_memory_clear(self.memory, True)
                     started = time.perf_counter()
                     self._decode(self._one, [bos], 0, logits_last=True)

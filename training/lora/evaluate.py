@@ -144,11 +144,9 @@ class Evaluator:
         adapter_config = read_adapter_config(self.adapter_dir)
         config_file = self.adapter_dir / "train_config.json"
         train_config = TrainConfig.from_file(config_file) if config_file.is_file() else TrainConfig()
-        # the model chat runs here (her card's settings over the configured ones, as a session merges
-        # them) unless told otherwise; perplexity is scored on its transformers reference either way
-        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
-        configured = chat_llm.options.get("model") if chat_llm.plugin in ("local", "llamacpp") else None
-        model_name = self.model or configured or train_config.model
+        # the adapter is judged on the base it was trained on (the only one its weights fit) unless
+        # told otherwise; perplexity is scored on that base's transformers reference either way
+        model_name = self.model or train_config.model
         check_adapter_for(self.adapter_dir, model_name, self.settings.data_dir)
         self.on_status(f"loading {model_name} and the adapter in {self.adapter_dir}")
         base = load_base(model_name, self.settings.data_dir, device=train_config.device, precision="auto")
@@ -166,14 +164,10 @@ class Evaluator:
                 "precision": base.precision.name,
             },
         )
-        renderer = Renderer(
-            base.tokenizer,
-            self.character.card,
-            mode=train_config.system_prompt,
-            user_name=train_config.user_name or self.settings.user_name,
-            budget_tokens=self.settings.max_context_tokens - self.settings.max_new_tokens,
-            max_length=train_config.max_length,
-        )
+        chat_model = self._chat_model()
+        if chat_model and chat_model != model_name:
+            result.notes.append(f"chat is configured for {chat_model}; this adapter was evaluated on {model_name}")
+        renderer = Renderer.for_config(base.tokenizer, self.character.card, self.settings, train_config)
         data = prepare(
             self.character.folder, renderer, eval_fraction=train_config.eval_fraction, seed=train_config.seed
         )
@@ -191,6 +185,12 @@ class Evaluator:
             }
         result.goals = self._goals(result)
         return result
+
+    def _chat_model(self) -> str | None:
+        """The local model chat runs for her (her card's settings over the configured ones, as a
+        session merges them), or None when chat runs on a remote server."""
+        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
+        return chat_llm.options.get("model") if chat_llm.plugin in ("local", "llamacpp") else None
 
     # -- perplexity ------------------------------------------------------------------------
     def _perplexity(self, model: Any, base: Any, samples: list, config: TrainConfig) -> dict[str, Any]:
