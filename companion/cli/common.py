@@ -1,10 +1,10 @@
 """What every command shares: settings from global flags, clean error output."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer reads the options of `_open_settings` (see `with_opened`).
 import contextlib
 import functools
 import inspect
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +79,23 @@ def with_opened(opener: Callable[..., dict[str, Any]], *names: str) -> Callable[
         return run
 
     return decorate
+
+
+def _open_settings(config: ConfigOption = None, data_dir: DataDirOption = None) -> dict[str, Any]:
+    return {"settings": settings_from(config, data_dir)}
+
+
+# A command decorated with this gets --config and --data-dir after its own options, and the settings.
+with_settings = with_opened(_open_settings, "settings")
+
+
+def print_fields(fields: dict[str, Any], *, as_json: bool) -> None:
+    """A flat mapping as indented JSON for scripts, or one `key: value` line per field."""
+    if as_json:
+        print(json.dumps(fields, ensure_ascii=False, indent=2))
+        return
+    for key, value in fields.items():
+        console.print(f"[bold]{key}[/]: {value}", highlight=False)
 
 
 @contextlib.contextmanager

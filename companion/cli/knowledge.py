@@ -1,16 +1,24 @@
 """`companion knowledge ...`: build and query a character's index, lorebook, per-user memory."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: see `with_opened`.
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from companion.character import find_character
-from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    console,
+    err_console,
+    print_fields,
+    settings_from,
+    with_opened,
+    with_settings,
+)
 from companion.config import Settings
 from companion.errors import CompanionError
 
@@ -28,11 +36,22 @@ EmbedderOption = Annotated[
 ModelOption = Annotated[str | None, typer.Option("--model", help="Model for the embedder plugin (name or path).")]
 
 
-def _settings(config: Path | None, data_dir: Path | None, embedder: str | None = None, model: str | None = None):
+def _open_settings_with_embedder(
+    embedder: EmbedderOption = None,
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> dict[str, Any]:
+    """The settings, with --embedder and --model over the configured embedder."""
     settings = settings_from(config, data_dir)
     if embedder or model:
         settings.embedder = settings.embedder.merged({"plugin": embedder, "model": model})
-    return settings
+    return {"settings": settings}
+
+
+# A command decorated with this gets --embedder, --model, --config and --data-dir after its own options,
+# and the settings.
+_with_settings_and_embedder = with_opened(_open_settings_with_embedder, "settings")
 
 
 def _builder(character_id: str, settings: Settings):
@@ -65,17 +84,14 @@ def _build(builder, *, force: bool, quiet: bool):
 
 
 @app.command("build")
+@_with_settings_and_embedder
 def build(
+    settings: Settings,
     character_id: CharacterArg,
     force: Annotated[bool, typer.Option("--force", help="Re-embed everything, even unchanged files.")] = False,
     as_json: JsonOption = False,
-    embedder: EmbedderOption = None,
-    model: ModelOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Index the character's corpus/ (only what changed since the last build)."""
-    settings = _settings(config, data_dir, embedder, model)
     report = _build(_builder(character_id, settings), force=force, quiet=as_json)
     if as_json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
@@ -97,24 +113,21 @@ def build(
 
 
 @app.command("query")
+@_with_settings_and_embedder
 def query(
+    settings: Settings,
     character_id: CharacterArg,
     text: Annotated[str, typer.Argument(help="What to look for.")],
     kind: Annotated[str, typer.Option("--kind", help="lore, line or all.")] = "all",
     k: Annotated[int, typer.Option("-k", help="Hits per kind.")] = 5,
     mode: Annotated[str, typer.Option("--mode", help="hybrid (dense + BM25), dense or lexical (BM25).")] = "hybrid",
     as_json: JsonOption = False,
-    embedder: EmbedderOption = None,
-    model: ModelOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Ranked hits from the corpus index, with scores and sources."""
     if kind not in ("lore", "line", "all"):
         raise CompanionError(f"--kind must be lore, line or all, not {kind!r}")
     if mode not in ("hybrid", "dense", "lexical"):
         raise CompanionError(f"--mode must be hybrid, dense or lexical, not {mode!r}")
-    settings = _settings(config, data_dir, embedder, model)
     builder = _builder(character_id, settings)
     _build(builder, force=False, quiet=True)
     started = time.perf_counter()
@@ -143,17 +156,16 @@ def query(
 
 
 @app.command("context")
+@with_settings
 def context(
+    settings: Settings,
     character_id: CharacterArg,
     text: Annotated[str, typer.Argument(help="The user's turn.")],
     user: Annotated[str, typer.Option("--user", help="Whose memory to recall.")] = "local",
     budget: Annotated[int | None, typer.Option("--budget", help="Tokens for retrieved context.")] = None,
     as_json: JsonOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """What a turn would retrieve (lorebook, memory, knowledge, classic lines) within the budget."""
-    settings = _settings(config, data_dir)
     builder = _builder(character_id, settings)
     _build(builder, force=False, quiet=as_json)
     retrieved = builder.retrieve(
@@ -178,32 +190,16 @@ def context(
 
 
 @app.command("status")
-def status(
-    character_id: CharacterArg,
-    as_json: JsonOption = False,
-    embedder: EmbedderOption = None,
-    model: ModelOption = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
+@_with_settings_and_embedder
+def status(settings: Settings, character_id: CharacterArg, as_json: JsonOption = False) -> None:
     """What is indexed for the character."""
-    settings = _settings(config, data_dir, embedder, model)
-    info = _builder(character_id, settings).index.status()
-    if as_json:
-        print(json.dumps(info, ensure_ascii=False, indent=2))
-        return
-    for key, value in info.items():
-        console.print(f"[bold]{key}[/]: {value}", highlight=False)
+    print_fields(_builder(character_id, settings).index.status(), as_json=as_json)
 
 
 @app.command("clear")
-def clear(
-    character_id: CharacterArg,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
+@with_settings
+def clear(settings: Settings, character_id: CharacterArg) -> None:
     """Delete the character's corpus index (every embedder). Memory and corpus are kept."""
-    settings = _settings(config, data_dir)
     _builder(character_id, settings).index.reset()
     console.print(f"cleared the index of {character_id}")
 
@@ -212,17 +208,16 @@ def clear(
 
 
 @lorebook_app.command("import")
+@with_settings
 def lorebook_import(
+    settings: Settings,
     character_id: CharacterArg,
     path: Annotated[Path, typer.Argument(help="SillyTavern World Info JSON (or a card JSON, or a character_book).")],
     replace: Annotated[bool, typer.Option("--replace", help="Replace the card's lorebook instead of adding.")] = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Add a standalone World Info file to the character's card.yaml."""
     from knowledge.lorebook import load_world_info, merge_lorebooks
 
-    settings = settings_from(config, data_dir)
     character = find_character(character_id, settings.character_search_path)
     book = load_world_info(path)
     merged = book if replace else merge_lorebooks(character.card.character_book, book)
@@ -231,18 +226,17 @@ def lorebook_import(
 
 
 @lorebook_app.command("test")
+@with_settings
 def lorebook_test(
+    settings: Settings,
     character_id: CharacterArg,
     text: Annotated[list[str], typer.Argument(help="Chat messages, oldest first (the last is the user's turn).")],
     budget: Annotated[int | None, typer.Option("--budget", help="Token budget for entries.")] = None,
     as_json: JsonOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Which lorebook entries these messages activate, and why."""
     from knowledge.lorebook import WorldInfo
 
-    settings = settings_from(config, data_dir)
     character = find_character(character_id, settings.character_search_path)
     world = WorldInfo.from_book(
         character.card.character_book, settings.knowledge, char=character.card.name, user=settings.user_name
@@ -272,12 +266,11 @@ def lorebook_test(
 # ---------------------------------------------------------------- memory
 
 
-def _memory(character_id: str, config: Path | None, data_dir: Path | None):
+def _memory(character_id: str, settings: Settings):
     from companion.plugins import PluginContext
     from knowledge.memory import MemoryStore
     from knowledge.retrieval import shared_plugin
 
-    settings = settings_from(config, data_dir)
     character = find_character(character_id, settings.character_search_path)
     context = PluginContext(data_dir=settings.data_dir)
     embedder = shared_plugin("embedder", settings.embedder, context)
@@ -285,14 +278,10 @@ def _memory(character_id: str, config: Path | None, data_dir: Path | None):
 
 
 @memory_app.command("list")
-def memory_list(
-    character_id: CharacterArg,
-    as_json: JsonOption = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
+@with_settings
+def memory_list(settings: Settings, character_id: CharacterArg, as_json: JsonOption = False) -> None:
     """Users the character remembers something about."""
-    users = _memory(character_id, config, data_dir).users()
+    users = _memory(character_id, settings).users()
     if as_json:
         print(json.dumps(users, ensure_ascii=False, indent=2))
         return
@@ -303,17 +292,17 @@ def memory_list(
 
 
 @memory_app.command("export")
+@with_settings
 def memory_export(
+    settings: Settings,
     character_id: CharacterArg,
     user: Annotated[str, typer.Argument(help="The user id (as the chat or bot frontend knows them).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Everything the character remembers about one user, as JSON."""
     from companion import atomic
 
-    data = json.dumps(_memory(character_id, config, data_dir).export(user), ensure_ascii=False, indent=2)
+    data = json.dumps(_memory(character_id, settings).export(user), ensure_ascii=False, indent=2)
     if out:
         atomic.write_text(out, data + "\n")
         console.print(f"wrote {out}")
@@ -322,15 +311,15 @@ def memory_export(
 
 
 @memory_app.command("delete")
+@with_settings
 def memory_delete(
+    settings: Settings,
     character_id: CharacterArg,
     user: Annotated[str, typer.Argument(help="The user id.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Delete everything the character remembers about one user."""
     if not yes and not typer.confirm(f"Delete everything {character_id} remembers about {user!r}?"):
         raise typer.Exit(1)
-    count = _memory(character_id, config, data_dir).forget(user)
+    count = _memory(character_id, settings).forget(user)
     console.print(f"deleted {count} memories of {user}", highlight=False)
