@@ -8,22 +8,26 @@
 Every command takes `--out FILE` for its main output.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: see `with_opened`.
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from companion.character import Character, find_character
-from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from
+from companion.cli.common import ConfigOption, DataDirOption, console, err_console, settings_from, with_opened
+from companion.config import Settings
 from companion.errors import CompanionError
+
+if TYPE_CHECKING:
+    from training.cleaning import CleanConfig
 
 app = typer.Typer(help="Turn chat logs, scripts and novels into a clean character dataset.", no_args_is_help=True)
 
@@ -150,29 +154,67 @@ def _tracked(sources, detections: list) -> Iterator:
         yield detection, conversations
 
 
-def _config(gap: float, eval_ratio: float, narration: str, character: Character | None = None, **limits: int):
-    from training.cleaning import CleanConfig
-    from training.dataset import public_text
+@dataclass(frozen=True)
+class CleaningOptions:
+    """What `import` and `build` share: how to clean, and where the settings come from."""
 
-    if narration not in ("drop", "context"):
-        raise typer.BadParameter("--narration is drop or context")
-    if not 0 <= eval_ratio < 1:
-        raise typer.BadParameter("--eval-ratio is between 0 and 1")
-    public = public_text(character.folder, character.card) if character else ""
-    if limits.get("max_turns", 2) < 2 or limits.get("max_tokens", 1) < 1:
-        raise typer.BadParameter("--max-turns is at least 2 and --max-tokens at least 1")
-    return CleanConfig(
-        session_gap=timedelta(minutes=gap),
-        eval_ratio=eval_ratio,
-        narration=narration,
-        public_text=public,
-        max_sample_tokens=limits.get("max_tokens", 2048),
-        max_turns=limits.get("max_turns", 24),
-    )
+    user_name: str | None
+    gap: float
+    eval_ratio: float
+    narration: str
+    max_tokens: int
+    max_turns: int
+    config: Path | None
+    data_dir: Path | None
+
+    def settings(self) -> Settings:
+        return settings_from(self.config, self.data_dir)
+
+    def clean_config(self, character: Character | None) -> "CleanConfig":
+        """The options checked and turned into a cleaning config (under her public text, if any)."""
+        from training.cleaning import CleanConfig
+        from training.dataset import public_text
+
+        if self.narration not in ("drop", "context"):
+            raise typer.BadParameter("--narration is drop or context")
+        if not 0 <= self.eval_ratio < 1:
+            raise typer.BadParameter("--eval-ratio is between 0 and 1")
+        public = public_text(character.folder, character.card) if character else ""
+        if self.max_turns < 2 or self.max_tokens < 1:
+            raise typer.BadParameter("--max-turns is at least 2 and --max-tokens at least 1")
+        return CleanConfig(
+            session_gap=timedelta(minutes=self.gap),
+            eval_ratio=self.eval_ratio,
+            narration=self.narration,
+            public_text=public,
+            max_sample_tokens=self.max_tokens,
+            max_turns=self.max_turns,
+        )
+
+
+def _open_cleaning_options(
+    user_name: UserNameOption = None,
+    gap: GapOption = 30.0,
+    eval_ratio: EvalOption = 0.05,
+    narration: NarrationOption = "drop",
+    max_tokens: MaxTokensOption = 2048,
+    max_turns: MaxTurnsOption = 24,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> dict[str, Any]:
+    options = CleaningOptions(user_name, gap, eval_ratio, narration, max_tokens, max_turns, config, data_dir)
+    return {"cleaning": options}
+
+
+# A command decorated with this gets the cleaning options, --config and --data-dir after its own options,
+# in one `CleaningOptions` (nothing is loaded or checked before the command asks).
+_with_cleaning_options = with_opened(_open_cleaning_options, "cleaning")
 
 
 @app.command("import")
+@_with_cleaning_options
 def import_(
+    cleaning: CleaningOptions,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to import.")],
     as_: AsOption = None,
     me: MeOption = None,
@@ -188,14 +230,6 @@ def import_(
     names: Annotated[list[str] | None, typer.Option("--name", help="Novels: a speaker name to look for.")] = None,
     variables: Annotated[list[str] | None, typer.Option("--var", help="KEY=VALUE for {{KEY}} in the data.")] = None,
     datasets: Annotated[list[str] | None, typer.Option("--dataset", help="dataset_info.json: which entries.")] = None,
-    user_name: UserNameOption = None,
-    gap: GapOption = 30.0,
-    eval_ratio: EvalOption = 0.05,
-    narration: NarrationOption = "drop",
-    max_tokens: MaxTokensOption = 2048,
-    max_turns: MaxTurnsOption = 24,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Import chat logs, scripts, novels or datasets; say what was detected; clean and export."""
     from training.dataset import dataset_name, split_names, write_dataset, write_samples
@@ -216,11 +250,11 @@ def import_(
         _show_detections(detections)
         return
     character = None
-    settings = settings_from(config, data_dir)
+    settings = cleaning.settings()
     if character_id:
         character = find_character(character_id, settings.character_search_path)
-    cleaning = _config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns)
-    dataset = _build(sources, skipped, chosen, character, user_name or settings.user_name, cleaning)
+    clean_config = cleaning.clean_config(character)
+    dataset = _build(sources, skipped, chosen, character, cleaning.user_name or settings.user_name, clean_config)
     if skipped:
         names = ", ".join(str(path) for path, _ in skipped)
         err_console.print(f"skipped {len(skipped)} file(s) no importer recognised: {names}", highlight=False)
@@ -269,25 +303,19 @@ def corpus_files(character: Character) -> list[Path]:
 
 
 @app.command("build")
+@_with_cleaning_options
 def build(
+    cleaning: CleaningOptions,
     character_id: Annotated[str, typer.Argument(help="The character whose corpus to build from.")],
     as_: AsOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also write report.json here.")] = None,
-    user_name: UserNameOption = None,
-    gap: GapOption = 30.0,
-    eval_ratio: EvalOption = 0.05,
-    narration: NarrationOption = "drop",
-    max_tokens: MaxTokensOption = 2048,
-    max_turns: MaxTurnsOption = 24,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
 ) -> None:
     """Build <character>/dataset/ from her own corpus (dialogue jsonl, scenes, chat logs in corpus/)."""
     from training.dataset import dataset_name, split_names, write_dataset
     from training.importers import ReadOptions, read_paths
     from training.stats import write_json
 
-    settings = settings_from(config, data_dir)
+    settings = cleaning.settings()
     character = find_character(character_id, settings.character_search_path)
     files = corpus_files(character)
     if not files:
@@ -298,8 +326,8 @@ def build(
     chosen = split_names(as_ or []) or tuple(n for n in (card.name, card.nickname) if n)
     skipped: list = []
     sources = read_paths(files, ReadOptions(names=chosen), skipped=skipped)
-    cleaning = _config(gap, eval_ratio, narration, character, max_tokens=max_tokens, max_turns=max_turns)
-    dataset = _build(sources, skipped, chosen, character, user_name or settings.user_name, cleaning)
+    clean_config = cleaning.clean_config(character)
+    dataset = _build(sources, skipped, chosen, character, cleaning.user_name or settings.user_name, clean_config)
     target = write_dataset(character.folder, dataset, dataset_name(character.id))
     if out is not None:
         write_json(out, dataset.report.to_json())
