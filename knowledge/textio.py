@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from companion.utf16 import utf16_from_nuls
+
 SNIFF_BYTES = 64 * 1024
 HASH_BLOCK = 1024 * 1024
 
@@ -74,18 +76,8 @@ def sniff_encoding(head: bytes, *, at_eof: bool) -> str:
 def _utf16_without_bom(head: bytes) -> str | None:
     """UTF-16 without a BOM shows as NUL in every other byte for ASCII-heavy text."""
     sample = head[: 4096 - (len(head[:4096]) % 2)]
-    if len(sample) < 4:
-        return None
-    even_nuls = sample[0::2].count(0)
-    odd_nuls = sample[1::2].count(0)
-    half = len(sample) // 2
-    if odd_nuls > half * 0.3 and even_nuls < half * 0.05:
-        encoding = "utf-16-le"
-    elif even_nuls > half * 0.3 and odd_nuls < half * 0.05:
-        encoding = "utf-16-be"
-    else:
-        return None
-    return encoding if _decodes(sample, encoding, at_eof=False) else None
+    encoding = utf16_from_nuls(sample)
+    return encoding if encoding and _decodes(sample, encoding, at_eof=False) else None
 
 
 def _decodes(data: bytes, encoding: str, *, at_eof: bool) -> bool:

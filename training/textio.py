@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from companion.errors import InputFileError
+from companion.utf16 import utf16_from_nuls
 
 DEFAULT_ENCODINGS = ("utf-8", "gb18030", "utf-16")
 SNIFF_BYTES = 64 * 1024
@@ -32,18 +33,8 @@ class Decoded:
 
 
 def _looks_utf16(data: bytes) -> str | None:
-    """UTF-16 without a BOM: many NUL bytes on one side of each pair."""
-    sample = data[:4096]
-    if len(sample) < 4:
-        return None
-    even_nuls = sample[0::2].count(0)
-    odd_nuls = sample[1::2].count(0)
-    half = len(sample) // 2
-    if odd_nuls > half * 0.3 and even_nuls < half * 0.05:
-        return "utf-16-le"
-    if even_nuls > half * 0.3 and odd_nuls < half * 0.05:
-        return "utf-16-be"
-    return None
+    """UTF-16 without a BOM: many NUL bytes on one side of each pair (in the first 4 KiB)."""
+    return utf16_from_nuls(data[:4096])
 
 
 def _plausible(text: str, encoding: str = "utf-8") -> bool:
