@@ -171,25 +171,9 @@ class ContextBuilder:
 
     # ------------------------------------------------------------ a turn
 
-    async def build(
-        self,
-        user_text: str,
-        *,
-        user_id: str,
-        recent: Sequence[ChatMessage] = (),
-        budget_tokens: int,
-        count_tokens: TokenCounter,
-        user_name: str | None = None,
-    ) -> list[ContextBlock]:
-        retrieved = await asyncio.to_thread(
-            self.retrieve,
-            user_text,
-            user_id=user_id,
-            recent=recent,
-            budget_tokens=budget_tokens,
-            count_tokens=count_tokens,
-            user_name=user_name,
-        )
+    async def build(self, user_text: str, **turn: Any) -> list[ContextBlock]:
+        """The blocks of `retrieve` (which names the keywords `turn` takes), run in a worker thread."""
+        retrieved = await asyncio.to_thread(self.retrieve, user_text, **turn)
         return retrieved.blocks
 
     def retrieve(
