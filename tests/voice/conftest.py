@@ -4,7 +4,6 @@ and a scripted LLM for pipeline mechanics (timing, cancellation) that a real mod
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import threading
 from collections.abc import AsyncIterator
@@ -12,10 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-TESTDATA = Path(os.environ.get("COMPANION_TESTDATA", REPO.parent / "shared" / "testdata"))
-MODEL_DIR = Path(os.environ.get("COMPANION_TEST_DATA_DIR", REPO / ".data" / "test"))
 
 CHARACTER_CARD = """\
 name: Lumi
@@ -30,24 +25,18 @@ extensions:
 
 
 @pytest.fixture(scope="session")
-def speech_dir() -> Path:
-    folder = TESTDATA / "speech"
+def speech_dir(testdata: Path) -> Path:
+    folder = testdata / "speech"
     if not folder.is_dir():
         pytest.skip(f"real speech recordings not found at {folder} (set COMPANION_TESTDATA)")
     return folder
 
 
 @pytest.fixture(scope="session")
-def voice_data_dir() -> Path:
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    return MODEL_DIR
-
-
-@pytest.fixture(scope="session")
-def context(voice_data_dir):
+def context(model_data_dir):
     from companion.plugins import PluginContext
 
-    return PluginContext(data_dir=voice_data_dir)
+    return PluginContext(data_dir=model_data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -128,13 +117,13 @@ def character(tmp_path):
 
 
 @pytest.fixture
-def voice_settings(tmp_path, voice_data_dir):
+def voice_settings(tmp_path, model_data_dir):
     from companion.config import Settings
 
     data = tmp_path / "data"
     data.mkdir()
-    (data / "models").symlink_to(voice_data_dir / "models", target_is_directory=True) if (
-        voice_data_dir / "models"
+    (data / "models").symlink_to(model_data_dir / "models", target_is_directory=True) if (
+        model_data_dir / "models"
     ).is_dir() else None
     return Settings(data_dir=data, characters_dir=tmp_path / "characters", max_new_tokens=40, temperature=0.0)
 

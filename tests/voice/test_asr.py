@@ -13,11 +13,11 @@ from companion.voice.metrics import cer, wer
 pytestmark = pytest.mark.slow
 
 
-def test_embedded_model_is_joined_once(voice_data_dir, whisper):
-    folder = embedded_whisper_dir(voice_data_dir)
+def test_embedded_model_is_joined_once(model_data_dir, whisper):
+    folder = embedded_whisper_dir(model_data_dir)
     assert (folder / "model.bin").stat().st_size > 140_000_000
     stamp = (folder / "model.bin").stat().st_mtime_ns
-    assert embedded_whisper_dir(voice_data_dir) == folder
+    assert embedded_whisper_dir(model_data_dir) == folder
     assert (folder / "model.bin").stat().st_mtime_ns == stamp
 
 

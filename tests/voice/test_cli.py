@@ -15,11 +15,11 @@ from companion.voice.audio import write_wav
 runner = CliRunner()
 
 
-def config_file(tmp_path, character, voice_data_dir):
+def config_file(tmp_path, character, model_data_dir):
     data = tmp_path / "cli-data"
     data.mkdir(exist_ok=True)
-    if (voice_data_dir / "models").is_dir() and not (data / "models").exists():
-        (data / "models").symlink_to(voice_data_dir / "models", target_is_directory=True)
+    if (model_data_dir / "models").is_dir() and not (data / "models").exists():
+        (data / "models").symlink_to(model_data_dir / "models", target_is_directory=True)
     path = tmp_path / "config.toml"
     path.write_text(
         f'data_dir = "{data}"\ncharacters_dir = "{character.folder.parent}"\n'
@@ -29,7 +29,7 @@ def config_file(tmp_path, character, voice_data_dir):
     return path
 
 
-def test_no_microphone_gives_the_fix(tmp_path, character, voice_data_dir):
+def test_no_microphone_gives_the_fix(tmp_path, character, model_data_dir):
     try:
         import sounddevice as sd
     except (ImportError, OSError):  # without PortAudio the command names the library to install
@@ -42,7 +42,7 @@ def test_no_microphone_gives_the_fix(tmp_path, character, voice_data_dir):
     except (ValueError, getattr(sd, "PortAudioError", ValueError)):
         pass
     result = runner.invoke(
-        app, ["voice", "-c", "lumi", "--config", str(config_file(tmp_path, character, voice_data_dir))]
+        app, ["voice", "-c", "lumi", "--config", str(config_file(tmp_path, character, model_data_dir))]
     )
     assert result.exit_code != 0
     message = str(result.exception or "") + result.output
@@ -50,13 +50,13 @@ def test_no_microphone_gives_the_fix(tmp_path, character, voice_data_dir):
 
 
 @pytest.mark.slow
-def test_headless_silence_is_no_turn(tmp_path, character, voice_data_dir, speech_dir):
+def test_headless_silence_is_no_turn(tmp_path, character, model_data_dir, speech_dir):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_wav(inputs / "quiet.wav", np.zeros(16000 * 2, dtype=np.float32), 16000)
     shutil.copy(speech_dir / "fw_hotwords.mp3", inputs / "notes.txt")  # not audio by name: ignored
     out = tmp_path / "out"
-    config = config_file(tmp_path, character, voice_data_dir)
+    config = config_file(tmp_path, character, model_data_dir)
     result = runner.invoke(
         app, ["voice", "-c", "lumi", "--config", str(config), "--input", str(inputs), "--output", str(out)]
     )
