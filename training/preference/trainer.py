@@ -324,13 +324,6 @@ def render_readme(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def train_dpo(
-    character: Character,
-    settings: Settings,
-    config: DPOConfig,
-    *,
-    pairs_files: list[Path] | None = None,
-    out_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> DPOResult:
-    return DPOTrainer(character, settings, config, pairs_files=pairs_files, out_dir=out_dir, progress=progress).run()
+def train_dpo(character: Character, settings: Settings, config: DPOConfig, **options: Any) -> DPOResult:
+    """`DPOTrainer(...).run()`; `options` are the trainer's keywords (pairs_files, out_dir, progress)."""
+    return DPOTrainer(character, settings, config, **options).run()
