@@ -31,11 +31,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from companion.errors import CompanionError, InputFileError
 from companion.llm.base import GenerationParams, GenerationRequest, StopStringFilter
 from companion.llm.embedded import EMBEDDED_MODELS
+from companion.llm.end_aliases import gguf_end_aliases
 from companion.llm.local import KNOWN_END_OF_TURN, LocalLLM, LocalLLMSettings, check_adapter_matches
 from companion.llm.lora_gguf import BaseModelInfo, UnsupportedAdapter, adapter_digest, convert_adapter
 from companion.messages import ChatMessage
@@ -61,6 +63,10 @@ class LlamaCppSettings(BaseModel):
     cached_conversations: int = 4
     """How many conversations' KV caches to keep besides the active one (each up to ~18 KB/token
     for Gemma-3-270M)."""
+    end_aliases: bool = True
+    """Never emit tokens whose output rows are indistinguishable from the end-of-turn marker's
+    (untrained rows of a base model, e.g. Gemma-3-270M's `<unusedN>`); their probability goes to
+    the end-of-turn marker, so replies end where the adapter says (see `llm.end_aliases`)."""
 
 
 @dataclass
@@ -121,6 +127,10 @@ class LlamaCppLLM:
                 saved_states=self.settings.cached_conversations,
             )
             self.gguf_path = gguf
+            if self.settings.end_aliases:
+                engine = self._engine
+                cache = self.context.data_dir / "models" / "end-aliases"
+                engine.end_aliases = gguf_end_aliases(gguf, engine.end_id, cache, engine.fingerprint)
 
     def _resolve_gguf(self) -> Path | None:
         name = self.settings.model
@@ -156,7 +166,10 @@ class LlamaCppLLM:
     def _reference(self) -> LocalLLM:
         if self._reference_llm is None:
             settings = LocalLLMSettings(
-                model=self.settings.model, threads=self.settings.threads, chat_template=self.settings.chat_template
+                model=self.settings.model,
+                threads=self.settings.threads,
+                chat_template=self.settings.chat_template,
+                end_aliases=self.settings.end_aliases,
             )
             self._reference_llm = LocalLLM(settings, self.context)
             self._reference_llm.on_status = self.on_status
@@ -473,6 +486,9 @@ class _Engine:
         self.bos_token = self.token_text(lib.llama.llama_vocab_bos(self.vocab))
         self.eos_token = self.token_text(lib.llama.llama_vocab_eos(self.vocab))
         self.stop_ids = self._stop_ids()
+        eot = lib.llama.llama_vocab_eot(self.vocab)
+        self.end_id = eot if eot >= 0 else lib.llama.llama_vocab_eos(self.vocab)
+        self.end_aliases = np.zeros(0, dtype=np.int64)  # merged into end_id when sampling (llm.end_aliases)
         self.cached: list[int] = []  # tokens whose KV is in the context (sequence 0), in order
         self.adapter: Any = None
         self.saved: OrderedDict[tuple[Any, tuple[int, ...]], bytes] = OrderedDict()

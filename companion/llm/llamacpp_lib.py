@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp.llama_cpp as llama
+import numpy as np
 
 from companion.errors import CompanionError, InputFileError
+from companion.llm.end_aliases import merge_into_end
 
 log = logging.getLogger("companion.llm.llamacpp")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error
@@ -132,7 +134,9 @@ def set_seq_state(ctx: Any, seq: int, state: bytes) -> bool:
 class Sampler:
     """A llama.cpp sampler chain mirroring the reference's generate(): repetition penalty over
     prompt and reply (transformers penalises every token in input_ids), then greedy, or
-    temperature -> top-k 50 -> top-p -> draw (transformers' warper order and default top_k)."""
+    temperature -> top-k 50 -> top-p -> draw (transformers' warper order and default top_k).
+    Before the chain, the engine's end-of-turn aliases are merged into its end token, in place in
+    the context's logits (see `llm.end_aliases`)."""
 
     def __init__(self, engine: Any, params: Any, prompt: Any) -> None:
         self.engine = engine
@@ -156,7 +160,16 @@ class Sampler:
 
     def __enter__(self) -> Any:
         ctx, chain = self.engine.ctx, self.chain
-        return lambda: llama.llama_sampler_sample(chain, ctx, -1)
+        aliases, end, n_vocab = self.engine.end_aliases, self.engine.end_id, self.engine.n_vocab
+        if not len(aliases):
+            return lambda: llama.llama_sampler_sample(chain, ctx, -1)
+
+        def sample() -> int:
+            row = llama.llama_get_logits_ith(ctx, -1)
+            merge_into_end(np.ctypeslib.as_array(row, shape=(n_vocab,)), end, aliases)
+            return llama.llama_sampler_sample(chain, ctx, -1)
+
+        return sample
 
     def __exit__(self, *exc: Any) -> None:
         llama.llama_sampler_free(self.chain)

@@ -34,6 +34,10 @@ class LocalLLMSettings(BaseModel):
     dtype: str = "auto"
     threads: int | None = None
     chat_template: str | None = None
+    end_aliases: bool = True
+    """Never emit tokens whose output rows are indistinguishable from the end-of-turn marker's
+    (untrained rows of a base model, e.g. Gemma-3-270M's `<unusedN>`); their probability goes to
+    the end-of-turn marker, so replies end where the adapter says (see `llm.end_aliases`)."""
 
 
 class LocalLLM:
@@ -48,6 +52,7 @@ class LocalLLM:
         self._model: Any = None
         self._tokenizer: Any = None
         self._adapters: dict[Path, str] = {}
+        self._end_aliases: tuple[int | None, Any] | None = None
         self.model_dir: Path | None = None
 
     # -- loading -------------------------------------------------------------------------
@@ -109,6 +114,22 @@ class LocalLLM:
         ids.update(vocab[t] for t in KNOWN_END_OF_TURN if t in vocab)
         return sorted(ids)
 
+    def end_aliases(self) -> tuple[int | None, Any]:
+        """(end-of-turn id, ids merged into it when sampling), computed once per loaded model;
+        no ids when the `end_aliases` setting is off (see `llm.end_aliases`)."""
+        if self._end_aliases is None:
+            import numpy as np
+
+            from companion.llm.end_aliases import end_token_id, model_end_aliases
+
+            tokenizer = self.tokenizer
+            end = end_token_id(tokenizer.get_vocab(), tokenizer.eos_token_id, KNOWN_END_OF_TURN)
+            aliases = np.zeros(0, dtype=np.int64)
+            if self.settings.end_aliases and end is not None:
+                aliases = model_end_aliases(self.model, end)
+            self._end_aliases = (end, aliases)
+        return self._end_aliases
+
     # -- adapters ------------------------------------------------------------------------
     def _activate_adapter(self, adapter: Path | None) -> None:
         """Attach (once) and select the adapter; None means the bare base model."""
@@ -151,6 +172,8 @@ class LocalLLM:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        from companion.llm.end_aliases import generate_keywords
+
         class Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> bool:  # type: ignore[override]
                 return cancel.is_set()
@@ -178,7 +201,7 @@ class LocalLLM:
             "eos_token_id": stop_ids,
             "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0],
             "stopping_criteria": StoppingCriteriaList([Cancelled()]),
-            "repetition_penalty": params.repetition_penalty,
+            **generate_keywords(*self.end_aliases(), params.repetition_penalty),
         }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)

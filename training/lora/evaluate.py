@@ -267,6 +267,7 @@ class Evaluator:
         import torch
         from transformers import DynamicCache
 
+        from companion.llm.end_aliases import end_token_id, generate_keywords, model_end_aliases
         from companion.llm.local import KNOWN_END_OF_TURN
 
         vocab = tokenizer.get_vocab()
@@ -280,6 +281,13 @@ class Evaluator:
             if s.temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
+        # as chat samples: end-of-turn aliases merged into the end token (companion.llm.end_aliases),
+        # unless her chat settings turn that off
+        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
+        end = end_token_id(vocab, tokenizer.eos_token_id, KNOWN_END_OF_TURN)
+        merge = end is not None and chat_llm.options.get("end_aliases", True) is not False
+        aliases = model_end_aliases(model, end) if merge else []
+        penalty = generate_keywords(end, aliases, s.repetition_penalty)
         device = next(model.parameters()).device
         shared = min(len(p) for p in prompts) - 1
         for prompt in prompts[1:]:
@@ -299,7 +307,7 @@ class Evaluator:
                     max_new_tokens=self.max_new_tokens,
                     eos_token_id=sorted(stop_ids),
                     pad_token_id=pad,
-                    repetition_penalty=s.repetition_penalty,
+                    **penalty,
                     **sampling,
                 )
                 replies.append(self._judge(tokenizer, out[0, len(prompt) :].tolist(), stop_ids, special, probe))
