@@ -23,8 +23,14 @@ from companion.llm.end_aliases import merge_into_end
 log = logging.getLogger("companion.llm.llamacpp")
 _LEVELS = {3: logging.WARNING, 4: logging.ERROR}  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error
 # Warnings that say nothing is wrong: a LoRA on a repacked weight keeps its own tensors in plain
-# CPU memory (one line per adapted weight, on every adapter load).
-_NOT_WORTH_A_WARNING = ("cannot use buft 'CPU_REPACK', fallback to CPU",)
+# CPU memory (one line per adapted weight, on every adapter load); the shipped Gemma GGUF types
+# '</s>' as a normal token and llama.cpp corrects it; the full-size sliding-window cache is what
+# prefix reuse across turns needs.
+_NOT_WORTH_A_WARNING = (
+    "cannot use buft 'CPU_REPACK', fallback to CPU",
+    "was not control-type; this is probably a bug in the model",
+    "using full-size SWA cache",
+)
 _last_level = [0]
 
 
