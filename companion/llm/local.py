@@ -264,6 +264,21 @@ class IncrementalDecoder:
         return piece
 
 
+ADAPTER_INFO = "companion_adapter.json"
+
+
+def read_adapter_info(folder: Path) -> dict[str, Any]:
+    """What companion records beside a peft adapter (its base's architecture, how it was trained),
+    kept out of adapter_config.json because peft warns about keys it does not know; {} if absent."""
+    path = folder / ADAPTER_INFO
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputFileError(path, f"corrupt adapter info ({error})") from None
+
+
 def check_adapter_matches(config_file: Path, model_name: str, base_config: Any) -> None:
     """Refuse an adapter that is missing, corrupt or made for another base model."""
     try:
@@ -275,7 +290,7 @@ def check_adapter_matches(config_file: Path, model_name: str, base_config: Any) 
     base = str(config.get("base_model_name_or_path") or "")
     if base in EMBEDDED_MODELS and base != model_name:
         raise InputFileError(config_file, f"adapter was trained on {base}, but the model is {model_name}")
-    expected = config.get("companion_base_architecture")
+    expected = read_adapter_info(config_file.parent).get("base_architecture")
     actual = getattr(base_config, "model_type", None)
     if expected and actual and expected != actual:
         raise InputFileError(config_file, f"adapter was trained on a {expected} model, but the model is {actual}")

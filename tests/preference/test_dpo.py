@@ -58,7 +58,8 @@ def test_dpo_from_scratch_starts_at_log2_and_learns(character, tiny_settings, dp
         assert (folder / name).is_file(), name
     assert not (folder / "reference").exists()
     config = json.loads((folder / "adapter_config.json").read_text())
-    assert config["companion_method"] == "dpo" and config["base_model_name_or_path"] == str(dpo_config.model)
+    assert config["base_model_name_or_path"] == str(dpo_config.model)
+    assert json.loads((folder / "companion_adapter.json").read_text())["method"] == "dpo"
     assert "Preference accuracy" in (folder / "README.md").read_text()
 
 

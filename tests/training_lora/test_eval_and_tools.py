@@ -82,7 +82,7 @@ def test_adapter_for_another_base_is_refused(trained, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     config = json.loads((character.adapter_dir / "adapter_config.json").read_text())
-    config.update(base_model_name_or_path="smollm2-135m", companion_base_architecture="llama")
+    config.update(base_model_name_or_path="smollm2-135m")
     (other / "adapter_config.json").write_text(json.dumps(config))
     (other / "adapter_model.safetensors").write_bytes(
         (character.adapter_dir / "adapter_model.safetensors").read_bytes()

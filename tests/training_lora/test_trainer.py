@@ -83,7 +83,7 @@ def test_training_writes_adapter_and_report(character, settings, tiny_config, ti
     } <= names
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_model_dir.resolve())
-    assert config["companion_base_architecture"] == "gemma3_text"
+    assert json.loads((folder / "companion_adapter.json").read_text())["base_architecture"] == "gemma3_text"
     assert config["r"] == 8 and config["lora_alpha"] == 16
     assert set(config["target_modules"]) == {
         "q_proj",

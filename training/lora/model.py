@@ -12,7 +12,7 @@ from typing import Any
 from companion.errors import CompanionError, InputFileError
 from companion.llm.embedded import EMBEDDED_MODELS, embedded_model_dir
 from companion.llm.hardware import cpu_has_native_bf16, pick_device
-from companion.llm.local import check_adapter_matches
+from companion.llm.local import ADAPTER_INFO, check_adapter_matches
 from training.lora.packing import register_attention
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,13 @@ def all_linear_names(model: Any) -> list[str]:
     return sorted(names)
 
 
-def adapter_metadata(base: LoadedBase) -> dict[str, Any]:
-    """Keys written into adapter_config.json so the runtime refuses a mismatched base."""
-    return {
-        "base_model_name_or_path": base.base_name,
-        "companion_base_architecture": getattr(base.model.config, "model_type", None),
-    }
+def write_adapter_metadata(folder: Path, base: LoadedBase, **info: Any) -> None:
+    """Record the base so the runtime refuses the adapter on another one: its name in peft's own
+    `base_model_name_or_path` (vLLM and LLaMA-Factory read it too), its architecture and `info`
+    in companion_adapter.json (peft warns about unknown keys in its config)."""
+    patch_adapter_config(folder, {"base_model_name_or_path": base.base_name})
+    record = {"base_architecture": getattr(base.model.config, "model_type", None), **info}
+    (folder / ADAPTER_INFO).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def patch_adapter_config(folder: Path, updates: dict[str, Any]) -> None:

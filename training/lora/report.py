@@ -82,7 +82,8 @@ def render_training_readme(report: dict[str, Any]) -> str:
     if d["notes"]:
         lines += ["Notes:", *[f"- {n}" for n in d["notes"]], ""]
     lines += [
-        "Files: `adapter_config.json` + `adapter_model.safetensors` (PEFT LoRA), `training_report.json` (metrics, "
+        "Files: `adapter_config.json` + `adapter_model.safetensors` (PEFT LoRA), `companion_adapter.json` (its base), "
+        "`training_report.json` (metrics, "
         "history, exact config, data hash, versions), `train_config.json` (reusable with "
         "`companion train --config-file`), "
         "`loss_curve.png`; `eval.md` / `eval.json` after `companion eval`.",

@@ -32,7 +32,7 @@ from training.lora import checkpoints as ckpt
 from training.lora.config import NON_SEMANTIC_FIELDS, TrainConfig
 from training.lora.data import PreparedData, Renderer, prepare, shuffled
 from training.lora.loss import PackedLoss, score
-from training.lora.model import LoadedBase, adapter_metadata, attach_lora, load_base, patch_adapter_config
+from training.lora.model import LoadedBase, attach_lora, load_base, write_adapter_metadata
 from training.lora.packing import pack
 
 REPORT_FILE = "training_report.json"
@@ -480,7 +480,7 @@ class Trainer:
         with atomic.staged_dir(self.out_dir, replace=True) as staging:
             model.save_pretrained(str(staging), safe_serialization=True)
             (staging / "README.md").unlink(missing_ok=True)  # peft's generic model card
-            patch_adapter_config(staging, adapter_metadata(self.base))
+            write_adapter_metadata(staging, self.base)
             (staging / REPORT_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
             (staging / CONFIG_FILE).write_text(
                 json.dumps(self.config.model_dump(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

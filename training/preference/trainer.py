@@ -33,12 +33,12 @@ from training.lora.data import Renderer, SplitStats
 from training.lora.loss import PackedLoss
 from training.lora.model import (
     ADAPTER_CONFIG,
+    ADAPTER_INFO,
     ADAPTER_WEIGHTS,
     LoadedBase,
-    adapter_metadata,
     attach_lora,
     load_base,
-    patch_adapter_config,
+    write_adapter_metadata,
 )
 from training.lora.trainer import Plan, Progress, _LogProgress, lr_factor, optimizer_step, peak_rss_mb
 from training.preference.config import DPOConfig
@@ -274,12 +274,13 @@ class DPOTrainer:
         with atomic.staged_dir(self.out_dir, replace=True) as staging:
             model.save_pretrained(str(staging), safe_serialization=True)
             (staging / "README.md").unlink(missing_ok=True)
-            patch_adapter_config(staging, {**adapter_metadata(self.base), "companion_method": "dpo"})
+            write_adapter_metadata(staging, self.base, method="dpo")
             if self.start is not None:
                 reference = staging / REFERENCE_DIR
                 reference.mkdir()
-                for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-                    shutil.copy2(self.start / name, reference / name)
+                for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_INFO):
+                    if (self.start / name).is_file():
+                        shutil.copy2(self.start / name, reference / name)
                 sft_folder = self.start.parent if self.start.name == REFERENCE_DIR else self.start
                 for name in SFT_FILES:
                     if (sft_folder / name).is_file():
