@@ -117,14 +117,16 @@ def _gguf_aliases(path: Path, end_id: int) -> np.ndarray:
 
 
 # -- transformers --------------------------------------------------------------------------------
-def end_token_id(vocab: dict[str, int], eos_token_id: int | None, known_end_of_turn: Sequence[str]) -> int | None:
-    """The end-of-turn marker whose aliases matter: the first known one in the vocabulary, else eos."""
-    return next((vocab[t] for t in known_end_of_turn if t in vocab), eos_token_id)
-
-
-def model_end_aliases(model: Any, end_id: int) -> np.ndarray:
-    """The aliases of `end_id` in a transformers (or peft) model's input embeddings."""
-    return find_end_aliases(model.get_input_embeddings().weight, end_id)
+def model_end_aliases(
+    model: Any, tokenizer: Any, known_end_of_turn: Sequence[str], *, enabled: bool = True
+) -> tuple[int | None, np.ndarray]:
+    """(end-of-turn id, its aliases) for a transformers (or peft) model: the end id is the first
+    known end-of-turn token in the vocabulary, else eos; no aliases when `enabled` is off."""
+    vocab = tokenizer.get_vocab()
+    end = next((vocab[t] for t in known_end_of_turn if t in vocab), tokenizer.eos_token_id)
+    if not enabled or end is None:
+        return end, np.zeros(0, dtype=np.int64)
+    return end, find_end_aliases(model.get_input_embeddings().weight, end)
 
 
 def generate_keywords(end_id: int | None, aliases: np.ndarray, repetition_penalty: float | None) -> dict[str, Any]:

@@ -409,9 +409,9 @@ class ThreadTuner:
             if candidate not in self.cost:
                 return candidate, self.burst + 1
         best = self.best()
+        shortest = 16 * (self.burst + 1)
         for candidate in self.candidates:
             if candidate != best:
-                shortest = 16 * (self.burst + 1)
                 wait = min(64 * shortest, max(shortest, round(shortest * self.cost[candidate] / self.cost[best])))
                 if self.since[candidate] >= wait:
                     return candidate, self.burst + 1

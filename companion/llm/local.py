@@ -118,16 +118,11 @@ class LocalLLM:
         """(end-of-turn id, ids merged into it when sampling), computed once per loaded model;
         no ids when the `end_aliases` setting is off (see `llm.end_aliases`)."""
         if self._end_aliases is None:
-            import numpy as np
+            from companion.llm.end_aliases import model_end_aliases
 
-            from companion.llm.end_aliases import end_token_id, model_end_aliases
-
-            tokenizer = self.tokenizer
-            end = end_token_id(tokenizer.get_vocab(), tokenizer.eos_token_id, KNOWN_END_OF_TURN)
-            aliases = np.zeros(0, dtype=np.int64)
-            if self.settings.end_aliases and end is not None:
-                aliases = model_end_aliases(self.model, end)
-            self._end_aliases = (end, aliases)
+            self._end_aliases = model_end_aliases(
+                self.model, self.tokenizer, KNOWN_END_OF_TURN, enabled=self.settings.end_aliases
+            )
         return self._end_aliases
 
     # -- adapters ------------------------------------------------------------------------

@@ -186,10 +186,13 @@ class Evaluator:
         result.goals = self._goals(result)
         return result
 
+    def _chat_llm(self) -> Any:
+        """Her chat's LLM settings: her card's over the configured ones, as a session merges them."""
+        return self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
+
     def _chat_model(self) -> str | None:
-        """The local model chat runs for her (her card's settings over the configured ones, as a
-        session merges them), or None when chat runs on a remote server."""
-        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
+        """The local model chat runs for her, or None when chat runs on a remote server."""
+        chat_llm = self._chat_llm()
         return chat_llm.options.get("model") if chat_llm.plugin in ("local", "llamacpp") else None
 
     # -- perplexity ------------------------------------------------------------------------
@@ -267,7 +270,7 @@ class Evaluator:
         import torch
         from transformers import DynamicCache
 
-        from companion.llm.end_aliases import end_token_id, generate_keywords, model_end_aliases
+        from companion.llm.end_aliases import generate_keywords, model_end_aliases
         from companion.llm.local import KNOWN_END_OF_TURN
 
         vocab = tokenizer.get_vocab()
@@ -283,10 +286,8 @@ class Evaluator:
         )
         # as chat samples: end-of-turn aliases merged into the end token (companion.llm.end_aliases),
         # unless her chat settings turn that off
-        chat_llm = self.settings.llm.merged(self.character.settings.llm.model_dump(exclude_none=True))
-        end = end_token_id(vocab, tokenizer.eos_token_id, KNOWN_END_OF_TURN)
-        merge = end is not None and chat_llm.options.get("end_aliases", True) is not False
-        aliases = model_end_aliases(model, end) if merge else []
+        merge = self._chat_llm().options.get("end_aliases", True) is not False
+        end, aliases = model_end_aliases(model, tokenizer, KNOWN_END_OF_TURN, enabled=merge)
         penalty = generate_keywords(end, aliases, s.repetition_penalty)
         device = next(model.parameters()).device
         shared = min(len(p) for p in prompts) - 1
