@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,9 +137,12 @@ class Timer:
         self.last = now
         self.count += 1
 
-    def result(self) -> dict:
-        decode = (self.count - 1) / (self.last - self.first) if self.count > 1 and self.last > self.first else 0.0
-        return {"ttft": (self.first or self.last) - self.start, "tokens": self.count, "decode_tps": decode}
+    def result(self, tokens: int | None = None) -> dict:
+        """`tokens`: how many tokens the ticks stood for, when a tick is a text piece (a piece can
+        hold two tokens of one character); decode counts tokens from the first tick to the last."""
+        count = self.count if tokens is None else tokens
+        decode = (count - 1) / (self.last - self.first) if count > 1 and self.last > self.first else 0.0
+        return {"ttft": (self.first or self.last) - self.start, "tokens": count, "decode_tps": decode}
 
 
 def peak_rss_mb() -> float:
@@ -175,7 +179,8 @@ def _request(messages: list[dict], n: int, adapter: str):
     )
 
 
-def _drain(llm, request) -> dict:
+def _drain(llm, request, tokens: Callable[[], int]) -> dict:
+    """One streamed turn; `tokens()` tells afterwards how many tokens it generated."""
     timer = Timer()
 
     async def go() -> None:
@@ -183,7 +188,7 @@ def _drain(llm, request) -> dict:
             timer.tick()
 
     asyncio.run(go())
-    return timer.result()
+    return timer.result(tokens())
 
 
 def _fast_runner(spec: dict):
@@ -197,9 +202,7 @@ def _fast_runner(spec: dict):
     llm.engine.stop_ids = set()  # decode a fixed count, like the other engines
 
     def turn(messages: list[dict], n: int) -> dict:
-        result = _drain(llm, _request(messages, n, spec["adapter"]))
-        result["tokens"] = llm.last_stats.generated_tokens
-        return result
+        return _drain(llm, _request(messages, n, spec["adapter"]), lambda: llm.last_stats.generated_tokens)
 
     return turn, llm.reset_cache
 
@@ -215,7 +218,7 @@ def _reference_runner(spec: dict):
     llm.load()
     llm._activate_adapter(Path(spec["adapter"]))
     llm.end_of_turn_ids = lambda: [-1]  # decode a fixed count (no token has id -1)
-    return (lambda messages, n: _drain(llm, _request(messages, n, spec["adapter"]))), (lambda: None)
+    return (lambda messages, n: _drain(llm, _request(messages, n, spec["adapter"]), lambda: n)), (lambda: None)
 
 
 def _lcp_runner(spec: dict):

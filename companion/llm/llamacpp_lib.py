@@ -50,7 +50,7 @@ llama.llama_log_set(_log_callback, ctypes.c_void_p(0))
 _backend_ready = False
 
 
-def load(path: Path, *, n_ctx: int, n_batch: int, threads: int) -> tuple[Any, Any]:
+def load(path: Path, *, n_ctx: int, n_batch: int, threads: int, batch_threads: int) -> tuple[Any, Any]:
     global _backend_ready
     if not _backend_ready:
         llama.llama_backend_init()
@@ -67,7 +67,7 @@ def load(path: Path, *, n_ctx: int, n_batch: int, threads: int) -> tuple[Any, An
     params.n_ubatch = n_batch
     params.n_seq_max = 1
     params.n_threads = threads
-    params.n_threads_batch = threads
+    params.n_threads_batch = batch_threads
     # Full-size sliding-window cache (Gemma 3): without it llama.cpp keeps only the window and a
     # cached prefix cannot be cut back to where the new turn starts.
     params.swa_full = True

@@ -363,6 +363,30 @@ def test_stop_strings_and_cancellation(fast_llm) -> None:
     assert collect(fast_llm, GenerationRequest(messages=PROBES[0], params=greedy(3)))
 
 
+def test_every_computation_runs_on_one_thread(fast_llm, adapters, monkeypatch) -> None:
+    """Turns, scoring and loading all evaluate on the engine's one compute thread (each calling
+    thread would get its own OpenMP team, and two teams on 2 cores cost a third of decode speed)."""
+    engine = fast_llm.engine
+    callers: set[int] = set()
+    original = engine._decode
+
+    def recording(*args, **kwargs):
+        callers.add(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_decode", recording)
+    for probe in PROBES[:2]:
+        assert collect(fast_llm, GenerationRequest(messages=probe, params=greedy(4), adapter=adapters["all_linear"]))
+    fast_llm.token_logprobs(fast_llm.prompt_tokens(PROBES[0])[0][:20])
+    assert len(callers) == 1 and threading.get_ident() not in callers
+    loaded_on: list[int] = []
+    monkeypatch.setattr(type(engine), "calibrate", lambda self: loaded_on.append(threading.get_ident()))
+    fresh = type(fast_llm)(fast_llm.settings, fast_llm.context)
+    fresh.load()
+    assert collect(fresh, GenerationRequest(messages=PROBES[0], params=greedy(2)))
+    assert loaded_on == [fresh._compute.run(threading.get_ident)]
+
+
 def test_sampling_is_seeded(fast_llm) -> None:
     params = GenerationParams(max_new_tokens=12, temperature=0.9, seed=7)
     one = collect(fast_llm, GenerationRequest(messages=PROBES[0], params=params))
