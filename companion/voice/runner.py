@@ -58,6 +58,12 @@ class VoiceStack:
         )
 
 
+def voice_turn_settings(settings: Any) -> Any:
+    """The settings voice turns run with: the voice retrieval budget in place of the chat's."""
+    budget = settings.voice.context_budget_tokens
+    return settings if budget is None else settings.model_copy(update={"context_budget_tokens": budget})
+
+
 def build_voice(
     character_id: str, settings: Any, *, user: str | None = None, channel: str = "voice", status=print
 ) -> VoiceStack:
@@ -66,6 +72,7 @@ def build_voice(
 
     from companion.session import build_companion, shared_plugin
 
+    settings = voice_turn_settings(settings)
     companion = build_companion(character_id, settings)
     stages = speech_processors(companion.character, settings)
     companion.processors = [*companion.processors, *stages]

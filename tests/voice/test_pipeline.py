@@ -141,3 +141,35 @@ def test_frontends_get_both_stages(make_companion, voice_settings):
     stages = frontend_processors(companion, voice_settings)
     assert [type(s) for s in stages] == [TextStage, SpeechStage]
     assert stages[1].tts.primary.languages() == {"en"}
+
+
+def test_voice_turns_retrieve_within_the_voice_budget(character, voice_settings, tmp_path):
+    """What a voice turn retrieves is read after the user stops, so it gets its own (smaller) budget."""
+    from companion.history import HistoryStore
+    from companion.session import Companion
+    from companion.voice.runner import voice_turn_settings
+
+    class RecordingSource:
+        def __init__(self) -> None:
+            self.budgets: list[int] = []
+
+        async def build(self, text, *, user_id, recent, budget_tokens, count_tokens):
+            self.budgets.append(budget_tokens)
+            return []
+
+    def budget_of(settings) -> int:
+        source = RecordingSource()
+        companion = Companion(
+            character=character,
+            settings=settings,
+            llm=ScriptedLLM("Hi."),
+            history=HistoryStore(tmp_path / "history.sqlite3"),
+            context_sources=[source],
+        )
+        asyncio.run(companion.build_prompt(companion.key(), "What do you bake?", "Ann"))
+        return source.budgets[0]
+
+    assert budget_of(voice_turn_settings(voice_settings)) == voice_settings.voice.context_budget_tokens == 250
+    assert voice_settings.context_budget_tokens == 500  # the chat's own budget is untouched
+    voice_settings.voice.context_budget_tokens = None
+    assert budget_of(voice_turn_settings(voice_settings)) == 500
