@@ -8,10 +8,10 @@ import typer
 
 from companion.cli import character as character_cli
 from companion.cli import chat as chat_cli
+from companion.cli import data as data_cli
+from companion.cli import knowledge as knowledge_cli
 from companion.cli import serve as serve_cli
 from companion.cli import voice as voice_cli
-from companion.cli import knowledge as knowledge_cli
-from companion.cli import data as data_cli
 from companion.cli.common import fail_cleanly
 
 app = typer.Typer(

@@ -200,7 +200,9 @@ def _print_training_summary(report: dict[str, Any], adapter_dir: Path) -> None:
 def eval_(
     character: Annotated[str, typer.Argument(help="Character id (folder name).")],
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Adapter folder (default: hers).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Base model (default: the one the adapter was trained on).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Base model (default: the one the adapter was trained on).")
+    ] = None,
     probes: Annotated[Path | None, typer.Option("--probes", help="Probe questions, one per line.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Reply length cap.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
