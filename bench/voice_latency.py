@@ -62,8 +62,8 @@ TTS_SENTENCES = {
 
 
 ZH_PROMPT = "以下是普通话的句子。"
-GREEDY = {"beam_size": 1, "temperature": 0.0}
-BEAM5 = {"beam_size": 5, "temperature": 0.0}
+GREEDY = {"beam_size": 1, "temperature": 0.0, "window_padding_s": None}
+BEAM5 = {"beam_size": 5, "temperature": 0.0, "window_padding_s": None}
 ASR_VARIANTS: dict[str, dict] = {  # each names every setting it relies on, whatever the defaults are
     "greedy": GREEDY,
     "beam 5": BEAM5,
@@ -74,6 +74,9 @@ ASR_VARIANTS: dict[str, dict] = {  # each names every setting it relies on, what
     "greedy, window speech + 2 s": {**GREEDY, "window_padding_s": 2.0},
     "greedy, window speech + 5 s": {**GREEDY, "window_padding_s": 5.0},
     "greedy, window speech + 10 s": {**GREEDY, "window_padding_s": 10.0},
+    "beam 5, window speech + 3 s": {**BEAM5, "window_padding_s": 3.0},
+    "beam 5, window speech + 2 s": {**BEAM5, "window_padding_s": 2.0},
+    "beam 5, window speech + 5 s": {**BEAM5, "window_padding_s": 5.0},
     # as the live loop hears it: the endpointer's utterances, whole or in pieces cut at pauses
     "live, greedy, whole utterances": {**GREEDY, "live_piece_s": 0},
     "live, greedy, pieces at pauses": {**GREEDY, "live_piece_s": 1.0},

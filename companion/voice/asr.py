@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import threading
 from collections.abc import Sequence
@@ -77,9 +78,13 @@ class FasterWhisperSettings(BaseModel):
     """Initial prompt per recognised language (used instead of `initial_prompt` for that language),
     e.g. {"zh": "以下是普通话的句子。"} to steer Mandarin towards simplified script and punctuation."""
     hotwords: str | None = None
-    window_padding_s: float | None = None
-    """Encode only the audio plus this much silence instead of Whisper's full 30 s window (None).
-    The encoder's cost falls with the window, but Whisper was trained on 30 s windows."""
+    window_padding_s: float | None = 3.0
+    """Encode only the audio plus this much silence instead of Whisper's full 30 s window (None:
+    always the full window). The encoder's cost falls with the window, but Whisper was trained on
+    30 s windows and loops on some short ones: a result it doubts (a loop, low confidence) is
+    decoded again on the full window. On the project's speech set (bench/voice_latency.py
+    --asr-sweep) + 3 s kept every recorded clip's transcript, was better on the synthetic ones,
+    and took 0.57x the time of the full window."""
     no_speech_threshold: float = 0.6
     chinese_script: Literal["simplified", "traditional", "as-is"] = "simplified"
     """Whisper writes Mandarin in either script, often traditional; convert it to one."""
@@ -133,41 +138,49 @@ class FasterWhisperASR:
         allowed = [x for x in dict.fromkeys(allowed) if x in _whisper_languages(model)]
         frames = self._window_frames(model, duration)
         with self._run_lock:
-            try:
-                if frames is not None:
-                    _encode_window(model, frames)
-                language, probability = self._pick_language(model, audio, allowed)
-                segments, info = model.transcribe(
-                    audio,
-                    language=language,
-                    beam_size=self.settings.beam_size,
-                    temperature=self.settings.temperature,
-                    condition_on_previous_text=False,
-                    without_timestamps=True,
-                    initial_prompt=self.settings.language_prompts.get(language or "", self.settings.initial_prompt),
-                    hotwords=self.settings.hotwords,
-                    no_speech_threshold=self.settings.no_speech_threshold,
-                    vad_filter=False,
-                )
-                kept = []
-                for segment in segments:  # decoding (and encoding) happens here, lazily
-                    # Whisper invents text for noise ("Thank you.", subtitles credits): drop what it
-                    # itself judged to be no speech and could not decode with confidence.
-                    if segment.no_speech_prob > self.settings.no_speech_threshold and segment.avg_logprob < -0.8:
-                        continue
-                    kept.append({"start": segment.start, "end": segment.end, "text": segment.text})
-            finally:
-                model.__dict__.pop("encode", None)  # no shortened or one-shot encoder outlives the call
+            kept, info, probability = self._decode(model, audio, allowed, frames)
+            if frames is not None and _doubtful(kept):
+                kept, info, probability = self._decode(model, audio, allowed, None)
         text = convert_chinese_script(
-            join_segments([s["text"] for s in kept], info.language), info.language, self.settings.chinese_script
+            join_segments([s.text for s in kept], info.language), info.language, self.settings.chinese_script
         )
         return Transcript(
             text=text,
             language=info.language,
             language_probability=probability if probability is not None else info.language_probability,
             duration=duration,
-            segments=kept,
+            segments=[{"start": s.start, "end": s.end, "text": s.text} for s in kept],
         )
+
+    def _decode(self, model: Any, audio: np.ndarray, allowed: list[str], frames: int | None) -> tuple[list, Any, Any]:
+        """Whisper's segments worth keeping, its info and the detected language's probability;
+        `frames`: encode only that many mel frames of the window (None: all 30 s)."""
+        try:
+            if frames is not None:
+                _encode_window(model, frames)
+            language, probability = self._pick_language(model, audio, allowed)
+            segments, info = model.transcribe(
+                audio,
+                language=language,
+                beam_size=self.settings.beam_size,
+                temperature=self.settings.temperature,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                initial_prompt=self.settings.language_prompts.get(language or "", self.settings.initial_prompt),
+                hotwords=self.settings.hotwords,
+                no_speech_threshold=self.settings.no_speech_threshold,
+                vad_filter=False,
+            )
+            kept = []
+            for segment in segments:  # decoding (and encoding) happens here, lazily
+                # Whisper invents text for noise ("Thank you.", subtitles credits): drop what it
+                # itself judged to be no speech and could not decode with confidence.
+                if segment.no_speech_prob > self.settings.no_speech_threshold and segment.avg_logprob < -0.8:
+                    continue
+                kept.append(segment)
+        finally:
+            model.__dict__.pop("encode", None)  # no shortened or one-shot encoder outlives the call
+        return kept, info, probability
 
     def _window_frames(self, model: Any, duration: float) -> int | None:
         """Mel frames to encode when the window is cut to the audio (None: the full window)."""
@@ -200,6 +213,22 @@ class FasterWhisperASR:
             _reuse_first_encoding(model, encoded)
         total = sum(scores.values()) or 1.0
         return best, scores.get(best, 0.0) / total
+
+
+def _doubtful(segments: list) -> bool:
+    """Signs of a failed decode: Whisper's own fallback thresholds (text that compresses more than
+    2.4 times, a mean token log-probability below -1) and loops too short for the first."""
+    text = " ".join(s.text for s in segments)
+    return _loops(text) or any(s.compression_ratio > 2.4 or s.avg_logprob < -1.0 for s in segments)
+
+
+def _loops(text: str) -> bool:
+    """A run of four words (CJK: characters) said twice: a short window's typical failure ("Are
+    you scared under storms? Are you scared under storms?", "统统统统统统"). Short texts compress
+    badly, so Whisper's gzip test misses these. A real repeat only costs a second decode."""
+    units = re.findall(r"[\u3040-\u30ff\u3400-\u9fff]|\w+", text.lower())
+    runs = [tuple(units[i : i + 4]) for i in range(len(units) - 3)]
+    return len(runs) != len(set(runs))
 
 
 def _encode_window(model: Any, frames: int) -> None:

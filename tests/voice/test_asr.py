@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from companion.errors import CompanionError
-from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, embedded_whisper_dir
+from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, _loops, embedded_whisper_dir
 from companion.voice.audio import decode_audio
 from companion.voice.metrics import cer, wer
 
@@ -62,9 +62,45 @@ def test_short_window_encodes_the_speech_plus_padding(context, jfk):
     assert asr._window_frames(model, 3.0) == 500  # (3 s + 2 s) at 100 mel frames per second
     assert asr._window_frames(model, 29.0) == model.feature_extractor.nb_max_frames
     assert asr._window_frames(model, 31.0) is None
-    assert FasterWhisperASR(FasterWhisperSettings(), context)._window_frames(model, 3.0) is None
+    assert FasterWhisperASR(FasterWhisperSettings(window_padding_s=None), context)._window_frames(model, 3.0) is None
     reference = (
         "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
     )
     assert wer(reference, asr.transcribe(jfk, languages=["en", "zh"]).text) <= 0.05
     assert "encode" not in model.__dict__  # the shortened encoder does not outlive the call
+
+
+@pytest.mark.parametrize(
+    ("text", "loops"),
+    [
+        # what Whisper wrote for espeak-ng clips on a speech + 2 s window (bench/voice_latency.py --asr-sweep)
+        ("Are you scared under storms? Are you scared under storms?", True),
+        ("Tell me about your tailless crop. Tell me about your tailles", True),
+        ("早上7点了,约组统统统统统统统,海统统", True),
+        # real transcripts
+        ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for you", False),
+        ("IT WAS THE FIRST GREAT SORROW OF HIS LIFE IT WAS NOT SO MUCH THE LOSS OF THE COTTON ITSELF", False),
+        ("广州市房地产中介协会分析", False),
+        ("哈哈哈, no no no, very very very good", False),
+    ],
+)
+def test_loops_of_a_short_window_are_recognised(text, loops):
+    assert _loops(text) is loops
+
+
+def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
+    asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
+    windows = []
+    decode = asr._decode
+
+    def recording(model, audio, allowed, frames):
+        windows.append(frames)
+        return decode(model, audio, allowed, frames)
+
+    monkeypatch.setattr(asr, "_decode", recording)
+    clean = asr.transcribe(jfk, languages=["en"]).text
+    assert windows == [asr._window_frames(asr.load(), len(jfk) / 16000)]  # trusted: one short pass
+    windows.clear()
+    monkeypatch.setattr("companion.voice.asr._doubtful", lambda segments: True)
+    assert asr.transcribe(jfk, languages=["en"]).text == clean
+    assert windows[1] is None and len(windows) == 2  # the short pass, then the full 30 s window
