@@ -11,6 +11,7 @@ from companion.voice.audio import decode_audio
 from companion.voice.metrics import cer, wer
 
 pytestmark = pytest.mark.slow
+JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
 def test_embedded_model_is_joined_once(model_data_dir, whisper):
@@ -24,10 +25,7 @@ def test_embedded_model_is_joined_once(model_data_dir, whisper):
 def test_english_is_transcribed_exactly(whisper, speech_dir):
     jfk = decode_audio(speech_dir / "jfk.flac").samples
     transcript = whisper.transcribe(jfk, languages=["en"])
-    reference = (
-        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-    )
-    assert wer(reference, transcript.text) <= 0.05
+    assert wer(JFK, transcript.text) <= 0.05
     assert transcript.language == "en"
 
 
@@ -63,10 +61,7 @@ def test_short_window_encodes_the_speech_plus_padding(context, jfk):
     assert asr._window_frames(model, 29.0) == model.feature_extractor.nb_max_frames
     assert asr._window_frames(model, 31.0) is None
     assert FasterWhisperASR(FasterWhisperSettings(window_padding_s=None), context)._window_frames(model, 3.0) is None
-    reference = (
-        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-    )
-    assert wer(reference, asr.transcribe(jfk, languages=["en", "zh"]).text) <= 0.05
+    assert wer(JFK, asr.transcribe(jfk, languages=["en", "zh"]).text) <= 0.05
     assert "encode" not in model.__dict__  # the shortened encoder does not outlive the call
 
 
@@ -78,7 +73,7 @@ def test_short_window_encodes_the_speech_plus_padding(context, jfk):
         ("Tell me about your tailless crop. Tell me about your tailles", True),
         ("早上7点了,约组统统统统统统统,海统统", True),
         # real transcripts
-        ("And so my fellow Americans, ask not what your country can do for you, ask what you can do for you", False),
+        (JFK, False),
         ("IT WAS THE FIRST GREAT SORROW OF HIS LIFE IT WAS NOT SO MUCH THE LOSS OF THE COTTON ITSELF", False),
         ("广州市房地产中介协会分析", False),
         ("哈哈哈, no no no, very very very good", False),
