@@ -344,13 +344,17 @@ class LlamaCppLLM:
     # -- scoring (equivalence tests, benchmarks) -----------------------------------------
     def token_logprobs(self, tokens: Sequence[int], adapter: Path | None = None) -> list[float]:
         """log p(token[i] | tokens[:i]) for i >= 1, with the adapter applied (fast path only)."""
+        return self._compute.run(self._score, list(tokens), adapter)
+
+    def _score(self, tokens: list[int], adapter: Path | None) -> list[float]:
+        # on the compute thread, like _generate: the lock is never held while waiting for that thread
         engine = self.engine
         with self._lock:
             handle, reason = self.adapter_route(adapter)
             if reason:
                 raise CompanionError(reason)
             engine.set_adapter(handle)
-            return self._compute.run(engine.score, list(tokens))
+            return engine.score(tokens)
 
 
 def _file_key(path: Path) -> str:

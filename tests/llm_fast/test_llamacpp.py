@@ -387,6 +387,31 @@ def test_every_computation_runs_on_one_thread(fast_llm, adapters, monkeypatch) -
     assert loaded_on == [fresh._compute.run(threading.get_ident)]
 
 
+def test_scoring_asked_for_while_a_turn_waits_does_not_deadlock(fast_llm) -> None:
+    """A turn queued on the compute thread and a score asked for from another thread both finish
+    (the score once took the plugin's lock and then waited for the thread, where the queued turn
+    waited for that lock)."""
+    import concurrent.futures
+
+    tokens = fast_llm.prompt_tokens(PROBES[0])[0][:20]
+    busy = threading.Event()
+    fast_llm._compute.submit(busy.wait, 60)  # the compute thread is busy: what comes next queues
+
+    async def turn_and_score() -> tuple[str, list[float]]:
+        stream = fast_llm.stream(GenerationRequest(messages=PROBES[1], params=greedy(8)))
+        first = asyncio.ensure_future(stream.__anext__())  # the turn's job is queued
+        await asyncio.sleep(0.2)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            scored = pool.submit(fast_llm.token_logprobs, tokens)  # asked for while the turn waits
+            await asyncio.sleep(0.2)
+            busy.set()
+            text = await first + "".join([piece async for piece in stream])
+            return text, await asyncio.wrap_future(scored)
+
+    text, scores = asyncio.run(asyncio.wait_for(turn_and_score(), 120))
+    assert text and len(scores) == len(tokens) - 1
+
+
 def test_sampling_is_seeded(fast_llm) -> None:
     params = GenerationParams(max_new_tokens=12, temperature=0.9, seed=7)
     one = collect(fast_llm, GenerationRequest(messages=PROBES[0], params=params))
