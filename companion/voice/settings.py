@@ -41,9 +41,10 @@ class VoiceLoopSettings(BaseModel):
     first_clause_chars: int | None = 10
     """Cut her first sentence at a comma once this long, so she starts speaking sooner (None: off)."""
     context_budget_tokens: int | None = 250
-    """Retrieval budget of a voice turn (lorebook, memory, lore, classic lines), in place of the
-    chat's `context_budget_tokens` (500). What is retrieved depends on the final words, so the LLM
-    reads it after the user stops: on 2 laptop cores each token costs ~2 ms of her answer. Spoken
-    replies are short; the best hits still come. None: the chat's budget."""
+    """Retrieval budget of a `companion voice` turn (lorebook, memory, lore, classic lines), in
+    place of the chat's `context_budget_tokens` (500); the web page's spoken turns keep the chat's.
+    What is retrieved depends on the final words, so the LLM reads it after the user stops: on 2
+    laptop cores each token costs ~2 ms of her answer. Spoken replies are short; the best hits
+    still come. None: the chat's budget."""
     input_device: str | int | None = None
     output_device: str | int | None = None
