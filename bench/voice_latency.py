@@ -415,6 +415,8 @@ async def main_async(args) -> dict:
     settings.voice.prefill = not args.no_prefill
     settings.voice.piece_s = args.piece_s or None
     settings.voice.first_clause_chars = args.first_clause_chars or None
+    if args.context_budget is not None:
+        settings.voice.context_budget_tokens = args.context_budget or None
     print(f"  voice: {settings.voice.model_dump(exclude_none=True)}; asr: {settings.asr.model_dump()}")
     load = os.getloadavg()
     print(
@@ -560,6 +562,11 @@ def main() -> None:
     parser.add_argument("--no-prefill", action="store_true", help="Lever off: no LLM prefill before the turn.")
     parser.add_argument(
         "--piece-s", type=float, default=1.0, help="Lever: transcribe in pieces at pauses (0: all at the end)."
+    )
+    parser.add_argument(
+        "--context-budget",
+        type=int,
+        help="Lever: voice turns' retrieval budget in tokens (default: configured; 0: the chat's).",
     )
     parser.add_argument(
         "--first-clause-chars", type=int, default=10, help="Lever: first spoken chunk may end at a comma (0: off)."

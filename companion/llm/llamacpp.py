@@ -59,7 +59,10 @@ class LlamaCppSettings(BaseModel):
     """CPU threads. Default: tuned while decoding between the cores this process may use and
     fewer (see ThreadTuner); a number fixes it."""
     context_tokens: int = 4096
-    batch_tokens: int = 512
+    batch_tokens: int = 128
+    """Prompt tokens per llama.cpp call. A cancelled prefill (the voice loop's speculative one when
+    the user goes on speaking, a turn the user barges in on) stops between calls: within ~0.2 s
+    at 128 tokens. 128 prefill as fast as 512 on 2 cores (610 tok/s); 64 are 15% slower."""
     chat_template: str | None = None
     cached_conversations: int = 4
     """How many conversations' KV caches to keep besides the active one (each up to ~18 KB/token
