@@ -139,11 +139,15 @@ class FasterWhisperASR:
         frames = self._window_frames(model, duration)
         with self._run_lock:
             kept, info, probability = self._decode(model, audio, allowed, frames)
+            texts = [s.text for s in kept]
             if frames is not None and _doubtful(kept):
-                kept, info, probability = self._decode(model, audio, allowed, None)
-        text = convert_chinese_script(
-            join_segments([s.text for s in kept], info.language), info.language, self.settings.chinese_script
-        )
+                repeated = _repeated_whole(" ".join(texts))
+                if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
+                    texts = [repeated]
+                else:
+                    kept, info, probability = self._decode(model, audio, allowed, None)
+                    texts = [s.text for s in kept]
+        text = convert_chinese_script(join_segments(texts, info.language), info.language, self.settings.chinese_script)
         return Transcript(
             text=text,
             language=info.language,
@@ -170,6 +174,9 @@ class FasterWhisperASR:
                 hotwords=self.settings.hotwords,
                 no_speech_threshold=self.settings.no_speech_threshold,
                 vad_filter=False,
+                # a short window's loops stop here instead of running to Whisper's 448 tokens (4 s
+                # measured); twice a fast speaker's rate (~8 tokens/s in Mandarin) is never reached
+                max_new_tokens=None if frames is None else min(400, 20 + int(15 * len(audio) / ASR_SAMPLE_RATE)),
             )
             kept = []
             for segment in segments:  # decoding (and encoding) happens here, lazily
@@ -222,11 +229,28 @@ def _doubtful(segments: list) -> bool:
     return _loops(text) or any(s.compression_ratio > 2.4 or s.avg_logprob < -1.0 for s in segments)
 
 
+def _repeated_whole(text: str) -> str | None:
+    """The text when Whisper wrote one utterance two or more times over ("Which star do you like
+    best? Which star do you like best?", the last copy maybe cut off), else None. Only an utterance
+    of 4+ words (CJK: characters) counts: "no no no no" is speech. Re-decoding such a result on the
+    full window cost ~0.9 s and was no better (bench/voice_latency.py, espeak-ng questions)."""
+    text = " ".join(text.split())
+    for period in range(1, (len(text) + 1) // 2 + 1):  # a second copy without the separator is one shorter
+        if text[period:] == text[: len(text) - period]:  # the smallest period: one copy
+            unit = text[:period].strip()
+            return unit if len(_units(unit)) >= 4 else None
+    return None
+
+
+def _units(text: str) -> list[str]:
+    return re.findall(r"[\u3040-\u30ff\u3400-\u9fff]|\w+", text.lower())
+
+
 def _loops(text: str) -> bool:
     """A run of four words (CJK: characters) said twice: a short window's typical failure ("Are
     you scared under storms? Are you scared under storms?", "统统统统统统"). Short texts compress
     badly, so Whisper's gzip test misses these. A real repeat only costs a second decode."""
-    units = re.findall(r"[\u3040-\u30ff\u3400-\u9fff]|\w+", text.lower())
+    units = _units(text)
     runs = [tuple(units[i : i + 4]) for i in range(len(units) - 3)]
     return len(runs) != len(set(runs))
 

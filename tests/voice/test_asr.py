@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from companion.errors import CompanionError
-from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, _loops, embedded_whisper_dir
+from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, _loops, _repeated_whole, embedded_whisper_dir
 from companion.voice.audio import decode_audio
 from companion.voice.metrics import cer, wer
 
@@ -81,6 +81,38 @@ def test_short_window_encodes_the_speech_plus_padding(context, jfk):
 )
 def test_loops_of_a_short_window_are_recognised(text, loops):
     assert _loops(text) is loops
+
+
+@pytest.mark.parametrize(
+    ("text", "once"),
+    [
+        # what Whisper base wrote for espeak-ng questions on a speech + 3 s window
+        ("Which star do you like best? Which star do you like best?", "Which star do you like best?"),
+        (" Tell me about my telly scope.  Tell me about my telly scope. Tell me", "Tell me about my telly scope."),
+        ("广州市房地产中介协会分析广州市房地产中介协会分析", "广州市房地产中介协会分析"),
+        # not one utterance written over again
+        ("早上7点了,约组统统统统统统统,海统统", None),
+        ("no no no no", None),  # too short to be a whole utterance repeated
+        (JFK, None),
+    ],
+)
+def test_an_utterance_written_twice_is_kept_once(text, once):
+    assert _repeated_whole(text) == once
+
+
+def test_a_repeated_utterance_is_not_decoded_again(context, jfk, monkeypatch):
+    asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
+    windows = []
+    decode = asr._decode
+
+    def written_twice(model, audio, allowed, frames):
+        windows.append(frames)
+        kept, info, probability = decode(model, audio, allowed, frames)
+        return [*kept, *kept], info, probability  # as Whisper does on some short windows
+
+    monkeypatch.setattr(asr, "_decode", written_twice)
+    assert wer(JFK, asr.transcribe(jfk, languages=["en"]).text) <= 0.05
+    assert len(windows) == 1  # no second pass on the full window
 
 
 def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
