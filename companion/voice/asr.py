@@ -81,8 +81,8 @@ class FasterWhisperSettings(BaseModel):
     window_padding_s: float | None = 3.0
     """Encode only the audio plus this much silence instead of Whisper's full 30 s window (None:
     always the full window). The encoder's cost falls with the window, but Whisper was trained on
-    30 s windows and loops on some short ones: a result it doubts (a loop, low confidence) is
-    decoded again on the full window. On the project's speech set (bench/voice_latency.py
+    30 s windows and loops on some short ones: an utterance written twice over is kept once, any
+    other result it doubts (a loop, low confidence) is decoded again on the full window. On the project's speech set (bench/voice_latency.py
     --asr-sweep) + 3 s kept every recorded clip's transcript, was better on the synthetic ones,
     and took 0.57x the time of the full window."""
     no_speech_threshold: float = 0.6
