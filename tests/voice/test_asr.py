@@ -100,31 +100,30 @@ def test_an_utterance_written_twice_is_kept_once(text, once):
     assert _repeated_whole(text) == once
 
 
-def test_a_repeated_utterance_is_not_decoded_again(context, jfk, monkeypatch):
-    asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
-    windows = []
-    decode = asr._decode
-
-    def written_twice(model, audio, allowed, frames):
-        windows.append(frames)
-        kept, info, probability = decode(model, audio, allowed, frames)
-        return [*kept, *kept], info, probability  # as Whisper does on some short windows
-
-    monkeypatch.setattr(asr, "_decode", written_twice)
-    assert wer(JFK, asr.transcribe(jfk, languages=["en"]).text) <= 0.05
-    assert len(windows) == 1  # no second pass on the full window
-
-
-def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
+def short_window_asr(context, monkeypatch, rewrite=lambda kept: kept) -> tuple[FasterWhisperASR, list]:
+    """Whisper base on speech + 3 s windows, and the list of windows each decode encoded (None:
+    the full 30 s); `rewrite` changes what a decode returns."""
     asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
     windows = []
     decode = asr._decode
 
     def recording(model, audio, allowed, frames):
         windows.append(frames)
-        return decode(model, audio, allowed, frames)
+        kept, info, probability = decode(model, audio, allowed, frames)
+        return rewrite(kept), info, probability
 
     monkeypatch.setattr(asr, "_decode", recording)
+    return asr, windows
+
+
+def test_a_repeated_utterance_is_not_decoded_again(context, jfk, monkeypatch):
+    asr, windows = short_window_asr(context, monkeypatch, lambda kept: [*kept, *kept])  # as on some short windows
+    assert wer(JFK, asr.transcribe(jfk, languages=["en"]).text) <= 0.05
+    assert len(windows) == 1  # no second pass on the full window
+
+
+def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
+    asr, windows = short_window_asr(context, monkeypatch)
     clean = asr.transcribe(jfk, languages=["en"]).text
     assert windows == [asr._window_frames(asr.load(), len(jfk) / 16000)]  # trusted: one short pass
     windows.clear()
