@@ -215,13 +215,16 @@ class KnowledgeIndex:
         approximate: at 100k chunks about 1 stored vector in 50-100 is not found from itself, so one
         miss is no sign of damage (it used to throw away, and re-embed, a whole sound index)."""
         stored = [r for r in collection.get(documents=False, embeddings=True, limit=probes) if r.embedding is not None]
-        if not stored:
-            return False
+        return KnowledgeIndex._mostly_found(collection, [r.embedding for r in stored], count)
+
+    @staticmethod
+    def _mostly_found(collection: Collection, vectors: list[np.ndarray], count: int) -> bool:
+        """Whether more than half of `vectors` have a stored vector at distance ~0 (none: False)."""
         found = 0
-        for record in stored:
-            hits = collection.query(record.embedding, min(3, count), documents=False)
+        for vector in vectors:
+            hits = collection.query(vector, min(3, count), documents=False)
             found += bool(hits) and hits[0].distance is not None and hits[0].distance <= 1e-3
-        return found * 2 > len(stored)
+        return found * 2 > len(vectors)
 
     def reset(self) -> None:
         """Delete this character's index (all embedders); the corpus is not touched."""

@@ -478,6 +478,7 @@ class _Engine:
     ) -> None:
         self.lib = lib
         self.path = path
+        self.owner = threading.get_ident()  # the compute thread: the only one that may evaluate
         stat = path.stat()
         self.fingerprint = hashlib.sha256(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
         self.tuner = ThreadTuner([threads] if threads else thread_candidates(default_threads()))
@@ -640,6 +641,9 @@ class _Engine:
             self.threads = threads
 
     def _decode(self, batch: Any, tokens: Sequence[int], start: int, *, logits_last: bool, all_logits=False) -> None:
+        if threading.get_ident() != self.owner:
+            # each calling thread gets its own OpenMP team; two teams on 2 cores cost a third of decode speed
+            raise RuntimeError("llama.cpp evaluated off its compute thread (submit the work to its ComputeThread)")
         batch.n_tokens = len(tokens)
         for i, token in enumerate(tokens):
             batch.token[i] = token

@@ -44,6 +44,8 @@ class Transcript:
     language_probability: float | None = None
     duration: float = 0.0
     segments: list[dict[str, Any]] = field(default_factory=list)
+    passes: int = 1
+    """Decodes made: 2 when the short window's result was doubted and decoded on the full window."""
 
     @property
     def empty(self) -> bool:
@@ -82,9 +84,9 @@ class FasterWhisperSettings(BaseModel):
     """Encode only the audio plus this much silence instead of Whisper's full 30 s window (None:
     always the full window). The encoder's cost falls with the window, but Whisper was trained on
     30 s windows and loops on some short ones: an utterance written twice over is kept once, any
-    other result it doubts (a loop, low confidence) is decoded again on the full window. On the project's speech set (bench/voice_latency.py
-    --asr-sweep) + 3 s kept every recorded clip's transcript, was better on the synthetic ones,
-    and took 0.57x the time of the full window."""
+    other result it doubts (a loop, low confidence) is decoded again on the full window. On the
+    project's speech set (bench/voice_latency.py --asr-sweep) + 3 s kept every recorded clip's
+    transcript, was better on the synthetic ones, and took 0.57x the time of the full window."""
     no_speech_threshold: float = 0.6
     chinese_script: Literal["simplified", "traditional", "as-is"] = "simplified"
     """Whisper writes Mandarin in either script, often traditional; convert it to one."""
@@ -140,6 +142,7 @@ class FasterWhisperASR:
         with self._run_lock:
             kept, info, probability = self._decode(model, audio, allowed, frames)
             texts = [s.text for s in kept]
+            passes = 1
             if frames is not None and _doubtful(kept):
                 repeated = _repeated_whole(" ".join(texts))
                 if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
@@ -147,6 +150,7 @@ class FasterWhisperASR:
                 else:
                     kept, info, probability = self._decode(model, audio, allowed, None)
                     texts = [s.text for s in kept]
+                    passes = 2
         text = convert_chinese_script(join_segments(texts, info.language), info.language, self.settings.chinese_script)
         return Transcript(
             text=text,
@@ -154,6 +158,7 @@ class FasterWhisperASR:
             language_probability=probability if probability is not None else info.language_probability,
             duration=duration,
             segments=[{"start": s.start, "end": s.end, "text": s.text} for s in kept],
+            passes=passes,
         )
 
     def _decode(self, model: Any, audio: np.ndarray, allowed: list[str], frames: int | None) -> tuple[list, Any, Any]:

@@ -92,7 +92,7 @@ def test_sampling_never_emits_an_alias(fast_llm) -> None:
     engine = fast_llm.engine
     tokens, _ = fast_llm.prompt_tokens([ChatMessage(role="user", content="Hi!")])
     engine.set_adapter(None)
-    engine.prepare(tokens)
+    fast_llm._compute.run(engine.prepare, tokens)  # the engine evaluates on its compute thread only
     raw = engine.last_logits().astype(np.float64)
     with engine.sampler(GenerationParams(max_new_tokens=1, temperature=0.0, repetition_penalty=1.0), tokens) as sample:
         sample()

@@ -74,14 +74,18 @@ def fast_greedy_ids(fast_llm, messages, n: int, adapter: Path | None, penalty: f
     handle, reason = fast_llm.adapter_route(adapter)
     assert reason is None, reason
     engine.set_adapter(handle)
-    engine.prepare(tokens)
-    out = []
-    with engine.sampler(greedy(n, penalty), tokens) as sample:
-        for _ in range(n):
-            token = sample()
-            out.append(token)
-            engine.advance(token)
-    return out
+
+    def generate() -> list[int]:
+        engine.prepare(tokens)
+        out = []
+        with engine.sampler(greedy(n, penalty), tokens) as sample:
+            for _ in range(n):
+                token = sample()
+                out.append(token)
+                engine.advance(token)
+        return out
+
+    return fast_llm._compute.run(generate)  # the engine evaluates on its compute thread only
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +283,13 @@ def test_reused_cache_gives_the_cold_logits(fast_llm, adapters) -> None:
     longer = [*turn, ChatMessage(role="assistant", content="Fresh bread."), ChatMessage(role="user", content="Why?")]
     first, _ = fast_llm.prompt_tokens(turn)
     second, _ = fast_llm.prompt_tokens(longer)
+    on_engine_thread = fast_llm._compute.run
     engine.reset()
-    engine.prepare(first)
-    assert engine.prepare(second) >= len(first) - 1
+    on_engine_thread(engine.prepare, first)
+    assert on_engine_thread(engine.prepare, second) >= len(first) - 1
     warm = engine.last_logits()
     engine.reset()
-    assert engine.prepare(second) == 0
+    assert on_engine_thread(engine.prepare, second) == 0
     cold = engine.last_logits()
 
     def log_softmax(x):
@@ -363,28 +368,21 @@ def test_stop_strings_and_cancellation(fast_llm) -> None:
     assert collect(fast_llm, GenerationRequest(messages=PROBES[0], params=greedy(3)))
 
 
-def test_every_computation_runs_on_one_thread(fast_llm, adapters, monkeypatch) -> None:
+def test_every_computation_runs_on_one_thread(fast_llm, adapters) -> None:
     """Turns, scoring and loading all evaluate on the engine's one compute thread (each calling
-    thread would get its own OpenMP team, and two teams on 2 cores cost a third of decode speed)."""
+    thread would get its own OpenMP team, and two teams on 2 cores cost a third of decode speed);
+    the engine refuses to evaluate anywhere else."""
     engine = fast_llm.engine
-    callers: set[int] = set()
-    original = engine._decode
-
-    def recording(*args, **kwargs):
-        callers.add(threading.get_ident())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "_decode", recording)
+    assert engine.owner == fast_llm._compute.run(threading.get_ident) != threading.get_ident()
     for probe in PROBES[:2]:
         assert collect(fast_llm, GenerationRequest(messages=probe, params=greedy(4), adapter=adapters["all_linear"]))
-    fast_llm.token_logprobs(fast_llm.prompt_tokens(PROBES[0])[0][:20])
-    assert len(callers) == 1 and threading.get_ident() not in callers
-    loaded_on: list[int] = []
-    monkeypatch.setattr(type(engine), "calibrate", lambda self: loaded_on.append(threading.get_ident()))
+    assert fast_llm.token_logprobs(fast_llm.prompt_tokens(PROBES[0])[0][:20])
+    with pytest.raises(RuntimeError, match="off its compute thread"):
+        engine.advance(engine.cached[-1])  # straight from this thread
     fresh = type(fast_llm)(fast_llm.settings, fast_llm.context)
-    fresh.load()
+    fresh.load()  # loading calibrates: it evaluates too
+    assert fresh.engine.owner == fresh._compute.run(threading.get_ident)
     assert collect(fresh, GenerationRequest(messages=PROBES[0], params=greedy(2)))
-    assert loaded_on == [fresh._compute.run(threading.get_ident)]
 
 
 def test_scoring_asked_for_while_a_turn_waits_does_not_deadlock(fast_llm) -> None:

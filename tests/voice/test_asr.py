@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from companion.errors import CompanionError
 from companion.voice.asr import FasterWhisperASR, FasterWhisperSettings, _loops, _repeated_whole, embedded_whisper_dir
 from companion.voice.audio import decode_audio
 from companion.voice.metrics import cer, wer
+from companion.voice.vad import Endpointer, SileroVAD
 
 pytestmark = pytest.mark.slow
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
@@ -100,33 +104,31 @@ def test_an_utterance_written_twice_is_kept_once(text, once):
     assert _repeated_whole(text) == once
 
 
-def short_window_asr(context, monkeypatch, rewrite=lambda kept: kept) -> tuple[FasterWhisperASR, list]:
-    """Whisper base on speech + 3 s windows, and the list of windows each decode encoded (None:
-    the full 30 s); `rewrite` changes what a decode returns."""
+def test_a_question_written_twice_on_the_short_window_is_kept_once(context):
+    """espeak-ng's "What is the name of your cat?" as the endpointer cuts it at the pause: Whisper
+    base writes it twice on the speech + 3 s window; decoding again on the full window (the old
+    way) cost ~0.9 s and heard "What is the aim of your cat?"."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    wav = subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "160", "--stdout", "What is the name of your cat?"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    stream = np.concatenate([np.zeros(8000, np.float32), decode_audio(wav).samples, np.zeros(16000, np.float32)])
+    endpointer = Endpointer(SileroVAD())
+    pauses = [e for i in range(0, len(stream), 320) for e in endpointer.feed(stream[i : i + 320]) if e.kind == "pause"]
     asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
-    windows = []
-    decode = asr._decode
-
-    def recording(model, audio, allowed, frames):
-        windows.append(frames)
-        kept, info, probability = decode(model, audio, allowed, frames)
-        return rewrite(kept), info, probability
-
-    monkeypatch.setattr(asr, "_decode", recording)
-    return asr, windows
-
-
-def test_a_repeated_utterance_is_not_decoded_again(context, jfk, monkeypatch):
-    asr, windows = short_window_asr(context, monkeypatch, lambda kept: [*kept, *kept])  # as on some short windows
-    assert wer(JFK, asr.transcribe(jfk, languages=["en"]).text) <= 0.05
-    assert len(windows) == 1  # no second pass on the full window
+    heard = asr.transcribe(pauses[0].audio, languages=["zh", "en"])
+    assert heard.text == "What is the name of your cat?"
+    assert heard.passes == 1
 
 
 def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
-    asr, windows = short_window_asr(context, monkeypatch)
-    clean = asr.transcribe(jfk, languages=["en"]).text
-    assert windows == [asr._window_frames(asr.load(), len(jfk) / 16000)]  # trusted: one short pass
-    windows.clear()
+    asr = FasterWhisperASR(FasterWhisperSettings(window_padding_s=3.0), context)
+    trusted = asr.transcribe(jfk, languages=["en"])
+    assert trusted.passes == 1  # one short pass
     monkeypatch.setattr("companion.voice.asr._doubtful", lambda segments: True)
-    assert asr.transcribe(jfk, languages=["en"]).text == clean
-    assert windows[1] is None and len(windows) == 2  # the short pass, then the full 30 s window
+    doubted = asr.transcribe(jfk, languages=["en"])
+    assert doubted.text == trusted.text
+    assert doubted.passes == 2  # the short pass, then the full 30 s window
