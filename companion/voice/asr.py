@@ -141,23 +141,23 @@ class FasterWhisperASR:
         frames = self._window_frames(model, duration)
         with self._run_lock:
             kept, info, probability = self._decode(model, audio, allowed, frames)
-            texts = [s.text for s in kept]
+            segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
             passes = 1
             if frames is not None and _doubtful(kept):
-                repeated = _repeated_whole(" ".join(texts))
+                repeated = _repeated_whole(" ".join(s.text for s in kept))
                 if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
-                    texts = [repeated]
+                    segments = [{"start": kept[0].start, "end": kept[-1].end, "text": repeated}]
                 else:
                     kept, info, probability = self._decode(model, audio, allowed, None)
-                    texts = [s.text for s in kept]
+                    segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
                     passes = 2
-        text = convert_chinese_script(join_segments(texts, info.language), info.language, self.settings.chinese_script)
+        text = join_segments([s["text"] for s in segments], info.language)
         return Transcript(
-            text=text,
+            text=convert_chinese_script(text, info.language, self.settings.chinese_script),
             language=info.language,
             language_probability=probability if probability is not None else info.language_probability,
             duration=duration,
-            segments=[{"start": s.start, "end": s.end, "text": s.text} for s in kept],
+            segments=segments,
             passes=passes,
         )
 

@@ -122,6 +122,7 @@ def test_a_question_written_twice_on_the_short_window_is_kept_once(context):
     heard = asr.transcribe(pauses[0].audio, languages=["zh", "en"])
     assert heard.text == "What is the name of your cat?"
     assert heard.passes == 1
+    assert [s["text"] for s in heard.segments] == ["What is the name of your cat?"]  # one copy there too
 
 
 def test_a_doubtful_short_window_is_decoded_again_on_the_full_window(context, jfk, monkeypatch):
