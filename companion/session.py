@@ -53,6 +53,9 @@ class Companion:
     history: HistoryStore
     context_sources: list[ContextSource] = field(default_factory=list)
     processors: list[Processor] = field(default_factory=list)
+    _prepared: dict[ConversationKey, tuple[str, str, AssembledPrompt, list[ContextBlock]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -71,13 +74,16 @@ class Companion:
 
     def record_heard(self, key: ConversationKey, heard_text: str) -> None:
         """After the user interrupted her: history keeps what was actually heard, not what was generated."""
+        self._prepared.pop(key, None)
         self.history.revise_last_reply(key, heard_text)
 
     def reset(self, key: ConversationKey) -> None:
+        self._prepared.pop(key, None)
         self.history.clear(key)
 
     async def forget(self, key: ConversationKey) -> int:
         """/forget: drop everything she remembers about this user (per-user memory); returns how much."""
+        self._prepared.pop(key, None)
         count = 0
         for source in self.context_sources:
             forget = getattr(source, "forget", None)
@@ -120,6 +126,14 @@ class Companion:
         )
         return prompt, blocks
 
+    async def prepare_prompt(self, key: ConversationKey, text: str, user_name: str) -> AssembledPrompt:
+        """The prompt of a turn saying `text`, built ahead and kept for that turn, which then skips
+        retrieval (the voice loop prefills it while the user pauses). The conversation's next turn
+        takes it, or drops it when its words differ."""
+        prompt, blocks = await self.build_prompt(key, text, user_name)
+        self._prepared[key] = (text, user_name, prompt, blocks)
+        return prompt
+
     async def turn(self, key: ConversationKey, text: str, *, user_name: str | None = None) -> AsyncIterator[Event]:
         stream = self._text_turn(key, text, user_name or self.settings.user_name)
         for processor in self.processors:
@@ -129,7 +143,11 @@ class Companion:
 
     async def _text_turn(self, key: ConversationKey, text: str, user_name: str) -> AsyncIterator[Event]:
         turn_id = uuid.uuid4().hex[:12]
-        prompt, blocks = await self.build_prompt(key, text, user_name)
+        prepared = self._prepared.pop(key, None)
+        if prepared is not None and prepared[:2] == (text, user_name):
+            prompt, blocks = prepared[2:]
+        else:
+            prompt, blocks = await self.build_prompt(key, text, user_name)
         if blocks:
             yield ContextEvent(turn_id=turn_id, blocks=blocks)
         request = GenerationRequest(

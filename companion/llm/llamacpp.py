@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from companion.errors import CompanionError, InputFileError
+from companion.foreground import FOREGROUND
 from companion.llm.base import GenerationParams, GenerationRequest, StopStringFilter
 from companion.llm.compute_thread import ComputeThread
 from companion.llm.embedded import EMBEDDED_MODELS
@@ -295,6 +296,7 @@ class LlamaCppLLM:
             with engine.sampler(params, tokens) as sample:
                 decode_started = time.perf_counter()
                 for _ in range(min(params.max_new_tokens, room)):
+                    FOREGROUND.wait()  # her speech being synthesised goes first
                     if cancel.is_set():
                         break
                     token = sample()
@@ -507,6 +509,7 @@ class _Engine:
         self.end_id = eot if eot >= 0 else lib.llama.llama_vocab_eos(self.vocab)
         self.end_aliases = np.zeros(0, dtype=np.int64)  # merged into end_id when sampling (llm.end_aliases)
         self.cached: list[int] = []  # tokens whose KV is in the context (sequence 0), in order
+        self.logits_for = 0  # the context's logits are those after cached[:logits_for] (0: none kept)
         self.adapter: Any = None
         self.saved: OrderedDict[tuple[Any, tuple[int, ...]], bytes] = OrderedDict()
         self.max_saved = saved_states
@@ -522,11 +525,11 @@ class _Engine:
             for threads in reversed(self.tuner.candidates):
                 self._use_threads(threads)
                 for _ in range(self.tuner.burst + 1):
-                    self.lib.llama.llama_memory_clear(self.memory, True)
+                    self._clear_memory()
                     started = time.perf_counter()
                     self._decode(self._one, [bos], 0, logits_last=True)
                     self.tuner.record(threads, time.perf_counter() - started)
-            self.lib.llama.llama_memory_clear(self.memory, True)
+            self._clear_memory()
 
     def __del__(self) -> None:  # the process usually keeps one engine for its lifetime
         try:
@@ -592,13 +595,17 @@ class _Engine:
         self._save_state()
         self.lib.set_adapter(self.ctx, handle)
         self.adapter = handle
-        self.lib.llama.llama_memory_clear(self.memory, True)
+        self._clear_memory()
         self.cached = []
 
     # -- KV cache ------------------------------------------------------------------------
+    def _clear_memory(self) -> None:
+        self.lib.llama.llama_memory_clear(self.memory, True)
+        self.logits_for = 0
+
     def reset(self) -> None:
         self.saved.clear()
-        self.lib.llama.llama_memory_clear(self.memory, True)
+        self._clear_memory()
         self.cached = []
 
     def prepare(self, tokens: list[int], cancel: threading.Event | None = None) -> int:
@@ -612,13 +619,15 @@ class _Engine:
             keep = saved_keep
         elif keep < len(self.cached) and keep < len(self.cached) // 2:
             self._save_state()  # a different conversation: keep this one's cache for later
-        keep = min(keep, len(tokens) - 1)  # the last token is evaluated again for its logits
+        if not keep == len(tokens) == len(self.cached) == self.logits_for:
+            keep = min(keep, len(tokens) - 1)  # the last token is evaluated again for its logits
         if keep < len(self.cached) and not self.lib.llama.llama_memory_seq_rm(self.memory, 0, keep, -1):
-            self.lib.llama.llama_memory_clear(self.memory, True)
+            self._clear_memory()
             keep = 0
         self.cached = self.cached[:keep]
         self._use_threads(self.tuner.best())
         for start in range(keep, len(tokens), self.n_batch):
+            FOREGROUND.wait()
             if cancel is not None and cancel.is_set():
                 return keep
             chunk = tokens[start : start + self.n_batch]
@@ -654,6 +663,7 @@ class _Engine:
         if logits_last:
             batch.logits[len(tokens) - 1] = True
         result = self.lib.llama.llama_decode(self.ctx, batch)
+        self.logits_for = start + len(tokens) if result == 0 and (logits_last or all_logits) else 0
         if result != 0:
             self.lib.llama.llama_memory_seq_rm(self.memory, 0, start, -1)
             raise CompanionError(f"llama.cpp could not evaluate the prompt (llama_decode returned {result})")
@@ -682,11 +692,11 @@ class _Engine:
 
     def _restore(self, key: tuple[Any, tuple[int, ...]]) -> None:
         state = self.saved.pop(key)
-        self.lib.llama.llama_memory_clear(self.memory, True)
+        self._clear_memory()
         if self.lib.set_seq_state(self.ctx, 0, state):
-            self.cached = list(key[1])
+            self.cached = list(key[1])  # without logits (logits_for is 0)
         else:
-            self.lib.llama.llama_memory_clear(self.memory, True)
+            self._clear_memory()
             self.cached = []
 
     # -- sampling ------------------------------------------------------------------------
@@ -706,7 +716,7 @@ class _Engine:
         import numpy as np
 
         self._save_state()
-        self.lib.llama.llama_memory_clear(self.memory, True)
+        self._clear_memory()
         self.cached = []
         out: list[float] = []
         for start in range(0, len(tokens), chunk):

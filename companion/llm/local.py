@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from companion.errors import CompanionError, InputFileError
+from companion.foreground import FOREGROUND
 from companion.llm.base import GenerationRequest, StopStringFilter
 from companion.llm.embedded import EMBEDDED_MODELS, embedded_model_dir
 from companion.llm.hardware import pick_device, pick_dtype
@@ -185,6 +186,7 @@ class LocalLLM:
                 for token in value.reshape(-1).tolist():
                     if piece := decoder.push(token):
                         emit(piece)
+                FOREGROUND.wait()  # called between steps: her speech being synthesised goes first
 
             def end(self) -> None:
                 pass

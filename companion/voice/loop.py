@@ -222,7 +222,10 @@ class VoiceAgent:
         if not getattr(llm, "fast", False):
             return False
         user_name = self.user_name or self.companion.settings.user_name
-        prompt, _ = await self.companion.build_prompt(self.key, text, user_name)
+        if text:
+            prompt = await self.companion.prepare_prompt(self.key, text, user_name)
+        else:
+            prompt, _ = await self.companion.build_prompt(self.key, text, user_name)
         character = self.companion.character
         request = GenerationRequest(
             messages=prompt.messages,

@@ -88,30 +88,61 @@ def test_auto_build_off_uses_what_is_indexed(character, e5, store, tmp_path: Pat
     assert "knowledge" not in kinds(out.blocks) and "lorebook" in kinds(out.blocks)
 
 
-@pytest.mark.slow
-def test_a_real_turn_shows_and_uses_the_context(character, e5, tmp_path: Path, local_llm, settings) -> None:
-    """The session pipeline with the embedded LLM: context event, prompt, memory after the turn."""
+@pytest.fixture
+def companion(character, tmp_path: Path, local_llm, settings):
+    """The session pipeline with the embedded LLM and this character's retrieval."""
     from companion.session import Companion, history_store
 
     settings.characters_dir = character.folder.parent
     builder = ContextBuilder.for_character(character, settings)
     builder.prepare(build=True)
-    companion = Companion(
+    return Companion(
         character=character,
         settings=settings,
         llm=local_llm,
         history=history_store(settings),
         context_sources=[builder],
     )
-    key = companion.key(user="alice", channel="test")
 
-    async def turn(text: str) -> list:
+
+def run_turn(companion, key, text: str) -> list:
+    async def turn() -> list:
         return [event async for event in companion.turn(key, text, user_name="Alice")]
 
-    events = asyncio.run(turn("我叫爱丽丝。灯塔看守人是谁？"))
+    return asyncio.run(turn())
+
+
+@pytest.mark.slow
+def test_a_real_turn_shows_and_uses_the_context(companion) -> None:
+    """Context event, prompt, memory after the turn."""
+    key = companion.key(user="alice", channel="test")
+    events = run_turn(companion, key, "我叫爱丽丝。灯塔看守人是谁？")
     context = next(e for e in events if isinstance(e, ContextEvent))
     assert {"lorebook", "knowledge"} <= set(kinds(context.blocks))
     assert isinstance(events[-1], TurnEndEvent)
     prompt, _ = asyncio.run(companion.build_prompt(key, "你还记得我的名字吗？", "Alice"))
     assert "Alice's name is 爱丽丝" in prompt.messages[-1].content
     assert asyncio.run(companion.forget(key)) >= 1
+
+
+@pytest.mark.slow
+def test_a_prepared_prompt_serves_its_turn_once(companion) -> None:
+    """The voice loop builds a turn's prompt while the user pauses: that turn takes it as built
+    (no second retrieval); a turn with other words, or after the history changed, builds its own."""
+    key = companion.key(user="bob", channel="test")
+
+    def context_of(events: list) -> list:
+        return next(e for e in events if isinstance(e, ContextEvent)).blocks
+
+    asyncio.run(companion.prepare_prompt(key, "灯塔看守人是谁？", "Alice"))
+    prepared = companion._prepared[key][3]
+    served = context_of(run_turn(companion, key, "灯塔看守人是谁？"))
+    assert served and all(a is b for a, b in zip(served, prepared, strict=True))
+    assert key not in companion._prepared  # taken once
+    asyncio.run(companion.prepare_prompt(key, "灯塔看守人是谁？", "Alice"))
+    unused = companion._prepared[key][3]
+    other = context_of(run_turn(companion, key, "芝士在哪里睡觉？"))
+    assert key not in companion._prepared and not any(a is b for a in other for b in unused)
+    asyncio.run(companion.prepare_prompt(key, "灯塔看守人是谁？", "Alice"))
+    companion.record_heard(key, "灯塔——")  # she was interrupted: the history the prompt saw changed
+    assert key not in companion._prepared

@@ -226,6 +226,21 @@ def test_same_weights_give_the_reference_output(
     assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 0.1
 
 
+def test_repetition_penalty_is_the_reference_one(exact_fast, reference_fp32, local_llm) -> None:
+    """Greedy decoding with a repetition penalty (the chat default is 1.1) picks the reference's
+    tokens: the penalty falls on every token of prompt and reply (measured: penalising only the
+    reply's tokens fails here), dividing positive logits and multiplying negative ones."""
+    model = reference_fp32(None)
+    for messages in PROBES[:3]:
+        prompt = local_llm.prompt_ids(GenerationRequest(messages=messages))
+        for penalty in (1.1, 1.8):
+            expected = reference_greedy_ids(model, prompt, GREEDY_TOKENS, penalty)
+            assert fast_greedy_ids(exact_fast, messages, GREEDY_TOKENS, None, penalty) == expected, (penalty, messages)
+        assert reference_greedy_ids(model, prompt, GREEDY_TOKENS, 1.8) != reference_greedy_ids(
+            model, prompt, GREEDY_TOKENS
+        ), "the penalty changes nothing on this probe: the test would not see a wrong rule"
+
+
 @pytest.mark.parametrize("kind", [None, "all_linear"])
 def test_shipped_quantized_model_stays_close(
     fast_llm, adapters, local_llm, reference_fp32, reference_greedy, kind
@@ -301,6 +316,51 @@ def test_reused_cache_gives_the_cold_logits(fast_llm, adapters) -> None:
     assert warm.argmax() == cold.argmax()
     assert len(set(top) & set(np.argsort(-warm)[:10])) >= 8
     assert np.abs(warm[top] - cold[top]).max() < 0.5  # a stale or misplaced cache moves these by nats
+
+
+def test_a_prefilled_prompt_is_not_evaluated_again(fast_llm, adapters) -> None:
+    """A turn whose whole prompt was prefilled (the voice loop does it while the user pauses)
+    samples from the logits the prefill left, and writes what a cold turn writes."""
+    adapter = adapters["all_linear"]
+    messages = [SYSTEM, ChatMessage(role="user", content="What do you bake on Sundays?")]
+    fast_llm.reset_cache()
+    cold = collect(fast_llm, GenerationRequest(messages=messages, params=greedy(12), adapter=adapter))
+    assert fast_llm.last_stats.reused_tokens == 0
+    fast_llm.reset_cache()
+    assert collect(fast_llm, GenerationRequest(messages=messages, params=greedy(0), adapter=adapter)) == ""
+    warm = collect(fast_llm, GenerationRequest(messages=messages, params=greedy(12), adapter=adapter))
+    stats = fast_llm.last_stats
+    assert stats.reused_tokens == stats.prompt_tokens  # nothing evaluated before the first token
+    assert warm == cold
+    # Logits left by anything else are never taken for the prompt's: a longer prompt sharing the
+    # prefix evaluates its own tail, and after a generation the same prompt is evaluated again.
+    collect(fast_llm, GenerationRequest(messages=messages, params=greedy(0), adapter=adapter))
+    assert fast_llm.last_stats.reused_tokens == fast_llm.last_stats.prompt_tokens - 1
+
+
+def test_generation_yields_the_cpu_to_speech_synthesis(fast_llm) -> None:
+    """While the foreground is held (her speech being synthesised), decoding stops at its next
+    token and goes on once it is free."""
+    from companion.foreground import FOREGROUND
+
+    story = [SYSTEM, ChatMessage(role="user", content="Tell me a very long story about your bakery.")]
+
+    async def counts() -> tuple[int, int, int]:
+        stream = fast_llm.stream(GenerationRequest(messages=story, params=greedy(400)))
+        await stream.__anext__()
+        stats = fast_llm.last_stats
+        with FOREGROUND.hold():
+            await asyncio.sleep(0.1)  # the token being computed when the hold came may still finish
+            held = stats.generated_tokens
+            await asyncio.sleep(0.5)
+            still = stats.generated_tokens
+        await asyncio.sleep(0.3)
+        after = stats.generated_tokens
+        await stream.aclose()
+        return held, still, after
+
+    held, still, after = asyncio.run(counts())
+    assert still == held and after > still
 
 
 def test_other_conversations_keep_their_cache(fast_llm) -> None:

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 
 from companion.errors import CompanionError
+from companion.foreground import FOREGROUND
 from companion.plugins import PluginContext
 from companion.voice.audio import Audio, decode_audio
 from companion.voice.text import base_language, detect_language
@@ -62,7 +63,8 @@ class EspeakTTS:
         if self.settings.pitch is not None:
             command += ["-p", str(self.settings.pitch)]
         try:
-            result = subprocess.run([*command, "--", spoken], capture_output=True, timeout=60, check=False)
+            with FOREGROUND.hold():
+                result = subprocess.run([*command, "--", spoken], capture_output=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             raise CompanionError(f"espeak-ng failed: {error}") from None
         if result.returncode != 0 or not result.stdout:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from companion.errors import CompanionError, InputFileError
+from companion.foreground import hurried
 from companion.plugins import PluginContext, require
 from companion.voice.audio import Audio
 from companion.voice.text import base_language
@@ -135,7 +136,7 @@ class PiperTTS:
     def synthesize(self, text: str, language: str | None = None) -> Iterator[Audio]:
         voice = self.load()
         config = self._syn_config(voice)
-        for chunk in voice.synthesize(text, syn_config=config):
+        for chunk in hurried(voice.synthesize(text, syn_config=config)):
             samples = np.asarray(chunk.audio_float_array, dtype=np.float32)
             if samples.size:
                 yield Audio(samples, chunk.sample_rate)
