@@ -83,6 +83,7 @@ ASR_VARIANTS: dict[str, dict] = {  # each names every setting it relies on, what
     "live, beam 5, whole utterances": {**BEAM5, "live_piece_s": 0},
     "live, beam 5, pieces at pauses": {**BEAM5, "live_piece_s": 1.0},
     "live, beam 5, speech + 3 s, pieces at pauses": {**BEAM5, "window_padding_s": 3.0, "live_piece_s": 1.0},
+    "live, greedy, speech + 3 s, pieces at pauses": {**GREEDY, "window_padding_s": 3.0, "live_piece_s": 1.0},
 }
 
 
