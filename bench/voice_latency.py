@@ -254,7 +254,7 @@ def asr_section(stack, speech_dir: Path) -> list[dict]:
 
 
 async def live_transcript(
-    asr, endpointer, samples: np.ndarray, languages: list[str], piece_s: float
+    asr, endpointer, samples: np.ndarray, languages: list[str], piece_s: float, piece_pause_s: float
 ) -> tuple[str, int]:
     """What the live loop's transcripts of a recording say, joined, and how many pieces were kept
     before an utterance ended. piece_s 0: each utterance transcribed whole at its end."""
@@ -269,11 +269,11 @@ async def live_transcript(
     for i in range(0, len(padded), 320):
         for event in endpointer.feed(padded[i : i + 320]):
             if event.kind in ("pause", "resume", "end") and current is None:
-                current = IncrementalTranscript(agent, min_piece_s=piece_s or None)
+                current = IncrementalTranscript(agent, min_piece_s=piece_s or None, min_pause_s=piece_pause_s)
             if event.kind == "pause":
                 current.pause(event)
             elif event.kind == "resume":
-                current.resume()
+                current.resume(event.time)
             elif event.kind == "end":
                 kept += len(current.kept)
                 transcript = await current.finish(event)
@@ -347,7 +347,9 @@ def asr_sweep(settings, speech_dir: Path, variants: list[str]) -> dict:
                 text = asr.transcribe(samples, languages=languages).text
             else:
                 text, row["pieces_kept"] = asyncio.run(
-                    live_transcript(asr, endpointer, samples, languages, live_piece_s)
+                    live_transcript(
+                        asr, endpointer, samples, languages, live_piece_s, settings.voice.piece_pause_ms / 1000
+                    )
                 )
             seconds += time.perf_counter() - started
             error = cer(reference, text) if language == "zh" else wer(reference, text)

@@ -54,9 +54,13 @@ class Transcript:
 
 @runtime_checkable
 class ASR(Protocol):
-    def transcribe(self, audio: np.ndarray, *, languages: Sequence[str] | None = None) -> Transcript:
+    def transcribe(
+        self, audio: np.ndarray, *, languages: Sequence[str] | None = None, cancel: threading.Event | None = None
+    ) -> Transcript:
         """Transcribe 16 kHz mono float32 speech. `languages`: the ones the speaker may use
-        (one: no detection; several: detection restricted to them; None: any)."""
+        (one: no detection; several: detection restricted to them; None: any). Once `cancel` is
+        set nobody wants the result: a call still waiting for the model returns an empty transcript
+        and a doubted result is not decoded again."""
         ...
 
 
@@ -130,7 +134,9 @@ class FasterWhisperASR:
             return str(path)
         return name
 
-    def transcribe(self, audio: np.ndarray, *, languages: Sequence[str] | None = None) -> Transcript:
+    def transcribe(
+        self, audio: np.ndarray, *, languages: Sequence[str] | None = None, cancel: threading.Event | None = None
+    ) -> Transcript:
         audio = np.asarray(audio, dtype=np.float32)
         duration = len(audio) / ASR_SAMPLE_RATE
         if duration < 0.1 or is_silent(audio):
@@ -140,10 +146,12 @@ class FasterWhisperASR:
         allowed = [x for x in dict.fromkeys(allowed) if x in _whisper_languages(model)]
         frames = self._window_frames(model, duration)
         with self._run_lock:
+            if cancel is not None and cancel.is_set():  # given up while it waited for the model
+                return Transcript(text="", duration=duration, passes=0)
             kept, info, probability = self._decode(model, audio, allowed, frames)
             segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
             passes = 1
-            if frames is not None and _doubtful(kept):
+            if frames is not None and _doubtful(kept) and not (cancel is not None and cancel.is_set()):
                 repeated = _repeated_whole(" ".join(s.text for s in kept))
                 if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
                     segments = [{"start": kept[0].start, "end": kept[-1].end, "text": repeated}]

@@ -208,7 +208,15 @@ class VoiceAgent:
         self.user_name = user_name
 
     async def transcribe(self, audio: np.ndarray, languages: Sequence[str] | None = None) -> Transcript:
-        return await asyncio.to_thread(self.asr.transcribe, audio, languages=languages or self.languages)
+        """Cancelling the caller tells the ASR to give up (its thread cannot be stopped mid-decode)."""
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(
+                self.asr.transcribe, audio, languages=languages or self.languages, cancel=cancel
+            )
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
 
     def turn(self, text: str) -> AsyncIterator[Event]:
         return self.companion.turn(self.key, text, user_name=self.user_name)
@@ -245,13 +253,17 @@ class VoiceAgent:
 class IncrementalTranscript:
     """One utterance transcribed in pieces while it is spoken. At each pause the speech since the
     last kept piece is transcribed; when the speaker goes on, that piece is kept if it lasts
-    `min_piece_s` (None: never), so at the end only the tail since the last kept pause is left to
-    transcribe. Pieces are cut in the pause's silence (the endpointer's pause audio ends there);
-    the first piece's language holds for the rest."""
+    `min_piece_s` (None: never) and the pause lasted `min_pause_s`, so at the end only the tail
+    since the last kept pause is left to transcribe. Shorter gaps fall between words (cutting
+    there cost accuracy: bench/voice_latency.py --asr-sweep). Pieces are cut in the pause's
+    silence (the endpointer's pause audio ends there); the first piece's language holds for the rest."""
 
-    def __init__(self, agent: VoiceAgent, *, min_piece_s: float | None = 1.0, rate: int = 16000) -> None:
+    def __init__(
+        self, agent: VoiceAgent, *, min_piece_s: float | None = 1.0, min_pause_s: float = 0.16, rate: int = 16000
+    ) -> None:
         self.agent = agent
         self.min_piece = None if min_piece_s is None else int(min_piece_s * rate)
+        self.min_pause_s = min_pause_s
         self.kept: list[asyncio.Task[Transcript]] = []
         self.kept_end = 0  # samples of the utterance audio covered by kept pieces
         self.pending: tuple[float, int, asyncio.Task[Transcript]] | None = None  # (pause time, end, piece)
@@ -264,11 +276,20 @@ class IncrementalTranscript:
         self.pending = (event.time, end, piece)
         return asyncio.create_task(self._joined([*self.kept, piece]))
 
-    def resume(self) -> None:
+    def resume(self, time: float) -> None:
+        """The speaker went on at `time` (stream seconds)."""
         pending, self.pending = self.pending, None
-        if pending is not None and self.min_piece is not None and pending[1] - self.kept_end >= self.min_piece:
+        if pending is None:
+            return
+        if (
+            self.min_piece is not None
+            and pending[1] - self.kept_end >= self.min_piece
+            and time - pending[0] >= self.min_pause_s - 1e-3  # times are whole VAD frames: 0.16 may read 0.1599...
+        ):
             self.kept.append(pending[2])
             self.kept_end = pending[1]
+        else:
+            pending[2].cancel()  # not kept: its transcription would only hold up the next one
 
     async def finish(self, event: VadEvent) -> Transcript:
         """The whole utterance: the pieces kept, then the pause's piece when no speech followed it, else the tail."""
@@ -329,6 +350,7 @@ class LiveLoop:
         barge_in: bool = True,
         barge_in_ms: int = 300,
         piece_s: float | None = 1.0,
+        piece_pause_s: float = 0.16,
         prefill: bool = True,
     ) -> None:
         self.agent = agent
@@ -338,6 +360,7 @@ class LiveLoop:
         self.barge_in = barge_in
         self.barge_in_ms = barge_in_ms
         self.piece_s = piece_s
+        self.piece_pause_s = piece_pause_s
         self.prefill = prefill
         self._turn: asyncio.Task | None = None
         self._utterance_asr: IncrementalTranscript | None = None
@@ -413,13 +436,15 @@ class LiveLoop:
             self._speculative = (event.time, self._spawn(self._speculate(so_far)))
         elif event.kind == "resume":
             self._drop_speculative()
-            self._incremental().resume()
+            self._incremental().resume(event.time)
         elif event.kind == "end":
             await self._utterance(event)
 
     def _incremental(self) -> IncrementalTranscript:
         if self._utterance_asr is None:
-            self._utterance_asr = IncrementalTranscript(self.agent, min_piece_s=self.piece_s)
+            self._utterance_asr = IncrementalTranscript(
+                self.agent, min_piece_s=self.piece_s, min_pause_s=self.piece_pause_s
+            )
         return self._utterance_asr
 
     async def _speculate(self, so_far: asyncio.Task[Transcript]) -> None:

@@ -54,6 +54,7 @@ class VoiceStack:
             barge_in=options.barge_in,
             barge_in_ms=options.barge_in_ms,
             piece_s=options.piece_s,
+            piece_pause_s=options.piece_pause_ms / 1000,
             prefill=options.prefill,
         )
 

@@ -13,7 +13,7 @@ from companion.voice.audio import decode_audio
 from companion.voice.loop import IncrementalTranscript, LiveLoop, VirtualPlayer, VoiceAgent
 from companion.voice.metrics import wer
 from companion.voice.pipeline import SpeechStage, TextStage
-from companion.voice.vad import Endpointer, SileroVAD
+from companion.voice.vad import Endpointer, SileroVAD, VadEvent
 from tests.voice.conftest import ScriptedLLM
 
 pytestmark = pytest.mark.slow
@@ -126,7 +126,7 @@ def test_speech_is_transcribed_in_pieces_while_the_user_speaks(whisper, jfk):
                 if event.kind == "pause":
                     incremental.pause(event)
                 elif event.kind == "resume":
-                    incremental.resume()
+                    incremental.resume(event.time)
                 elif event.kind == "end":
                     kept_before_end.append(len(incremental.kept))
                     return await incremental.finish(event), len(event.audio) - incremental.kept_end
@@ -143,9 +143,63 @@ def test_speech_is_transcribed_in_pieces_while_the_user_speaks(whisper, jfk):
     assert wer(reference, transcript.text) <= 0.05
 
 
+def test_early_pauses_start_work_but_cut_pieces_only_at_long_ones(whisper, speech_dir):
+    """The speculative work starts at a short pause (`pause_ms`), but speech is kept as a piece only
+    at a pause of `piece_pause_ms`: the same pieces as an endpointer that pauses only then."""
+    agent = VoiceAgent(None, whisper, None, languages=["en"])
+    speech = decode_audio(speech_dir / "fw_stereo_diarization.wav", channel=0).samples  # one 96-160 ms gap
+
+    async def cuts(pause_ms: int, min_pause_s: float) -> tuple[list[int], int]:
+        endpointer = Endpointer(SileroVAD(), silence_ms=2000, pause_ms=pause_ms)
+        incremental = IncrementalTranscript(agent, min_piece_s=1.0, min_pause_s=min_pause_s)
+        kept, pauses = [], 0
+        padded = np.concatenate([speech, np.zeros(16000 * 3, dtype=np.float32)])
+        for i in range(0, len(padded), 320):
+            for event in endpointer.feed(padded[i : i + 320]):
+                if event.kind == "pause":
+                    pauses += 1
+                    incremental.pause(event)
+                elif event.kind == "resume":
+                    incremental.resume(event.time)
+                    kept.append(incremental.kept_end)
+                elif event.kind == "end":
+                    await incremental.finish(event)
+                    return sorted(set(kept) - {0}), pauses
+            await asyncio.sleep(0)
+        raise AssertionError("the utterance never ended")
+
+    early, early_pauses = asyncio.run(cuts(96, 0.16))
+    late, late_pauses = asyncio.run(cuts(160, 0.0))
+    assert early_pauses > late_pauses  # the short gap starts work only
+    # the same pauses cut the pieces (each cut lies in its pause's silence, 96 or 160 ms into it)
+    assert early and len(early) == len(late)
+    assert all(0 <= b - a <= 0.07 * 16000 for a, b in zip(early, late, strict=True))
+
+
+def test_a_piece_not_kept_is_given_up(whisper, jfk):
+    """When the user goes on after a short pause, the pause's transcription is cancelled (the ASR
+    then skips what it has not started), so it never holds up the next pause's."""
+    agent = VoiceAgent(None, whisper, None, languages=["en"])
+    speech = jfk[: 16000 * 2]
+
+    async def scenario() -> tuple[bool, bool]:
+        incremental = IncrementalTranscript(agent, min_piece_s=1.0, min_pause_s=0.16)
+        incremental.pause(VadEvent("pause", 2.0, speech))
+        short = incremental.pending[2]
+        incremental.resume(2.1)  # a 0.1 s gap: between words
+        incremental.pause(VadEvent("pause", 2.5, speech))
+        long = incremental.pending[2]
+        incremental.resume(2.8)  # a 0.3 s pause after 2 s of speech: kept
+        await asyncio.gather(short, long, return_exceptions=True)
+        return short.cancelled(), long.cancelled()
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
 def test_prefill_leaves_only_generation_to_the_turn(make_companion, model_data_dir):
     """With the llama.cpp backend, the shared prefix is evaluated before the user speaks, and the
-    whole turn from the transcript at a pause: the turn then evaluates a single prompt token."""
+    whole turn from the transcript at a pause: the turn then evaluates nothing before its first
+    token (it samples from the logits the prefill left)."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from companion.llm.llamacpp import LlamaCppLLM, LlamaCppSettings
     from companion.plugins import PluginContext
@@ -168,4 +222,4 @@ def test_prefill_leaves_only_generation_to_the_turn(make_companion, model_data_d
 
     warm, spoken = asyncio.run(scenario())
     assert warm.reused_tokens > 20  # the persona was ready
-    assert spoken.reused_tokens == spoken.prompt_tokens - 1  # only the last token, for its logits
+    assert spoken.reused_tokens == spoken.prompt_tokens

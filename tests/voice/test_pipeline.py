@@ -169,7 +169,7 @@ def test_voice_turns_retrieve_within_the_voice_budget(character, voice_settings,
         asyncio.run(companion.build_prompt(companion.key(), "What do you bake?", "Ann"))
         return source.budgets[0]
 
-    assert budget_of(voice_turn_settings(voice_settings)) == voice_settings.voice.context_budget_tokens == 250
+    assert budget_of(voice_turn_settings(voice_settings)) == voice_settings.voice.context_budget_tokens == 200
     assert voice_settings.context_budget_tokens == 500  # the chat's own budget is untouched
     voice_settings.voice.context_budget_tokens = None
     assert budget_of(voice_turn_settings(voice_settings)) == 500
