@@ -252,8 +252,9 @@ class VoiceAgent:
 
 class IncrementalTranscript:
     """One utterance transcribed in pieces while it is spoken. At each pause the speech since the
-    last kept piece is transcribed; when the speaker goes on, that piece is kept if it lasts
-    `min_piece_s` (None: never) and the pause lasted `min_pause_s`, so at the end only the tail
+    last kept piece is transcribed; when the speaker goes on, that piece is kept if it holds
+    `min_piece_s` of speech (None: never; the pre-roll does not count: Whisper doubts shorter
+    pieces, and decoding them again took ~0.6 s) and the pause lasted `min_pause_s`, so at the end only the tail
     since the last kept pause is left to transcribe. Shorter gaps fall between words (cutting
     there cost accuracy: bench/voice_latency.py --asr-sweep). Pieces are cut in the pause's
     silence (the endpointer's pause audio ends there); the first piece's language holds for the rest."""
@@ -267,11 +268,13 @@ class IncrementalTranscript:
         self.kept: list[asyncio.Task[Transcript]] = []
         self.kept_end = 0  # samples of the utterance audio covered by kept pieces
         self.pending: tuple[float, int, asyncio.Task[Transcript]] | None = None  # (pause time, end, piece)
+        self.lead = 0  # samples of pre-roll before the speech in the utterance audio
 
     def pause(self, event: VadEvent) -> asyncio.Task[Transcript]:
         """Start transcribing the speech since the last kept piece; a task for the whole utterance so far."""
         assert event.audio is not None
         end = max(self.kept_end, len(event.audio))
+        self.lead = event.lead
         piece = self._piece(event.audio, end)
         self.pending = (event.time, end, piece)
         return asyncio.create_task(self._joined([*self.kept, piece]))
@@ -283,7 +286,7 @@ class IncrementalTranscript:
             return
         if (
             self.min_piece is not None
-            and pending[1] - self.kept_end >= self.min_piece
+            and pending[1] - max(self.kept_end, self.lead) >= self.min_piece
             and time - pending[0] >= self.min_pause_s - 1e-3  # times are whole VAD frames: 0.16 may read 0.1599...
         ):
             self.kept.append(pending[2])

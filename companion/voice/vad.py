@@ -102,6 +102,8 @@ class VadEvent:
     """Seconds since the stream began (for `end`: when speech stopped, not when it was confirmed)."""
     audio: np.ndarray | None = None
     """For `pause` and `end`: the utterance so far (16 kHz mono float32)."""
+    lead: int = 0
+    """Samples of `audio` before the speech began (the pre-roll)."""
 
 
 class Endpointer:
@@ -200,12 +202,15 @@ class Endpointer:
         speech_end = now + frame - self._silence_frames * frame
         if self._started and self._silence_frames == self.pause_frames and not self._paused:
             self._paused = True
-            events.append(VadEvent("pause", speech_end / rate, self._slice(speech_end)))
+            events.append(VadEvent("pause", speech_end / rate, self._slice(speech_end), self._lead()))
         if self._started and (
             self._silence_frames >= self.silence_frames or now + frame - self._start_sample >= self.max_samples
         ):
             events.append(self._end(speech_end))
         return events
+
+    def _lead(self) -> int:
+        return self._start_sample - max(self._start_sample - self.pre_roll, self._offset)
 
     def _slice(self, speech_end: int) -> np.ndarray:
         start = max(self._start_sample - self.pre_roll, self._offset)
@@ -213,7 +218,7 @@ class Endpointer:
         return self._audio[start - self._offset : end - self._offset].copy()
 
     def _end(self, speech_end: int) -> VadEvent:
-        event = VadEvent("end", speech_end / self.vad.sample_rate, self._slice(speech_end))
+        event = VadEvent("end", speech_end / self.vad.sample_rate, self._slice(speech_end), self._lead())
         self._in_speech = self._started = self._paused = False
         self._speech_frames = self._silence_frames = 0
         return event
