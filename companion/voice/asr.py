@@ -91,6 +91,10 @@ class FasterWhisperSettings(BaseModel):
     other result it doubts (a loop, low confidence) is decoded again on the full window. On the
     project's speech set (bench/voice_latency.py --asr-sweep) + 3 s kept every recorded clip's
     transcript, was better on the synthetic ones, and took 0.57x the time of the full window."""
+    full_window_min_s: float = 1.5
+    """A doubted result on less audio than this (about a second of speech after the pre-roll) is
+    kept: on the five such clips measured (JFK's "ask", espeak-ng's "Sesame!", "为什么？", "晚安", a
+    0.3 s tail) the full window took 0.7-0.8 s more and was never right either."""
     no_speech_threshold: float = 0.6
     chinese_script: Literal["simplified", "traditional", "as-is"] = "simplified"
     """Whisper writes Mandarin in either script, often traditional; convert it to one."""
@@ -155,7 +159,7 @@ class FasterWhisperASR:
                 repeated = _repeated_whole(" ".join(s.text for s in kept))
                 if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
                     segments = [{"start": kept[0].start, "end": kept[-1].end, "text": repeated}]
-                else:
+                elif duration >= self.settings.full_window_min_s:
                     kept, info, probability = self._decode(model, audio, allowed, None)
                     segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
                     passes = 2
