@@ -151,10 +151,9 @@ class Sampler:
     def __init__(self, engine: Any, params: Any, prompt: Any) -> None:
         self.engine = engine
         self.penalty = params.repetition_penalty or 1.0
-        self.greedy = params.temperature <= 0
         self.seen = np.unique(np.asarray(prompt, dtype=np.int64))
         self.chain = None
-        if self.greedy:
+        if params.temperature <= 0:  # greedy: numpy, below
             return
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         self.chain = chain
