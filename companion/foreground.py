@@ -15,23 +15,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 MAX_WAIT_S = 5.0
-"""A background step never waits longer than this (a holder that hangs cannot stall the LLM)."""
+"""Background work waits at most this long after a hold began (a holder that hangs, say a stuck
+espeak-ng, delays the LLM once, not at every step)."""
 
 
 class Foreground:
     def __init__(self) -> None:
         self._holders = 0
+        self._since = 0.0  # when the current hold began
         self._changed = threading.Condition()
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
         with self._changed:
+            if not self._holders:
+                self._since = time.monotonic()
             self._holders += 1
         try:
             yield
@@ -46,9 +51,12 @@ class Foreground:
         return self._holders > 0
 
     def wait(self, timeout: float = MAX_WAIT_S) -> bool:
-        """Return once nothing holds the foreground (False if `timeout` passed first)."""
+        """Return once nothing holds the foreground, or `timeout` after the hold began (False)."""
         with self._changed:
-            return self._changed.wait_for(lambda: not self._holders, timeout)
+            if not self._holders:
+                return True
+            left = self._since + timeout - time.monotonic()
+            return self._changed.wait_for(lambda: not self._holders, max(0.0, left))
 
 
 FOREGROUND = Foreground()

@@ -29,12 +29,15 @@ def test_a_background_step_waits_until_the_hold_ends() -> None:
     assert gate.wait(timeout=0)  # free: no wait at all
 
 
-def test_a_hold_that_never_ends_only_delays_a_step() -> None:
+def test_a_hold_that_never_ends_delays_background_work_once() -> None:
     gate = Foreground()
     with gate.hold():
         started = time.monotonic()
         assert gate.wait(timeout=0.2) is False
-        assert time.monotonic() - started < 1
+        assert 0.15 < time.monotonic() - started < 1
+        started = time.monotonic()
+        assert gate.wait(timeout=0.2) is False  # the next steps go on at once
+        assert time.monotonic() - started < 0.05
 
 
 def test_hurried_holds_while_computing_and_never_while_handing_on() -> None:
