@@ -296,7 +296,6 @@ class LlamaCppLLM:
             with engine.sampler(params, tokens) as sample:
                 decode_started = time.perf_counter()
                 for _ in range(min(params.max_new_tokens, room)):
-                    FOREGROUND.wait()  # her speech being synthesised goes first
                     if cancel.is_set():
                         break
                     token = sample()
@@ -627,7 +626,7 @@ class _Engine:
         self.cached = self.cached[:keep]
         self._use_threads(self.tuner.best())
         for start in range(keep, len(tokens), self.n_batch):
-            FOREGROUND.wait()
+            FOREGROUND.wait()  # her speech being synthesised goes first
             if cancel is not None and cancel.is_set():
                 return keep
             chunk = tokens[start : start + self.n_batch]
@@ -638,6 +637,7 @@ class _Engine:
     def advance(self, token: int) -> None:
         """Evaluate one generated token (appending it to the cache), on the thread count the tuner
         picks, timing it for the tuner."""
+        FOREGROUND.wait()  # her speech being synthesised goes first
         self._use_threads(self.tuner.next())
         started = time.perf_counter()
         self._decode(self._one, [token], len(self.cached), logits_last=True)
@@ -705,16 +705,20 @@ class _Engine:
 
     def last_logits(self) -> Any:
         """A copy of the logits after the last evaluated token (numpy float32)."""
-        import numpy as np
+        return self._logits_row().copy()
 
-        row = self.lib.llama.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
+    def editable_logits(self) -> Any:
+        """The logits after the last evaluated token, for a sampler to edit in place: from then on
+        they no longer count as the cached prompt's (the next prepare evaluates its last token)."""
+        self.logits_for = 0
+        return self._logits_row()
+
+    def _logits_row(self) -> Any:
+        return np.ctypeslib.as_array(self.lib.llama.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
 
     def score(self, tokens: list[int], chunk: int = 64) -> list[float]:
         """Log-probabilities of tokens[1:], evaluated fresh (the cache is rebuilt afterwards).
         Small chunks: llama.cpp keeps an output buffer as large as the most logits ever asked for."""
-        import numpy as np
-
         self._save_state()
         self._clear_memory()
         self.cached = []

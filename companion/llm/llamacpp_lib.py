@@ -142,7 +142,7 @@ class Sampler:
     and reply (transformers penalises every token in input_ids), then greedy, or temperature ->
     top-k 50 -> top-p -> draw (transformers' warper order and default top_k). Before that, the
     engine's end-of-turn aliases are merged into its end token (see `llm.end_aliases`). Both edit
-    the context's logits row in place, so the engine is told its logits are spent.
+    the context's logits row in place (`editable_logits`).
 
     Greedy decoding works on that row in numpy: the penalty touches only the tokens seen so far,
     where llama.cpp's sampler chain copies and scans all 262k candidates of Gemma's vocabulary
@@ -151,9 +151,9 @@ class Sampler:
     def __init__(self, engine: Any, params: Any, prompt: Any) -> None:
         self.engine = engine
         self.penalty = params.repetition_penalty or 1.0
-        self.seen = np.unique(np.asarray(prompt, dtype=np.int64))
         self.chain = None
         if params.temperature <= 0:  # greedy: numpy, below
+            self.seen = np.unique(np.asarray(prompt, dtype=np.int64))
             return
         chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
         self.chain = chain
@@ -169,20 +169,16 @@ class Sampler:
         llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def __enter__(self) -> Any:
-        engine = self.engine
-        ctx, chain = engine.ctx, self.chain
-        aliases, end, n_vocab = engine.end_aliases, engine.end_id, engine.n_vocab
+        engine, chain = self.engine, self.chain
 
         def logits() -> np.ndarray:
-            engine.logits_for = 0
-            row = np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-            return merge_into_end(row, end, aliases)
+            return merge_into_end(engine.editable_logits(), engine.end_id, engine.end_aliases)
 
         if chain is not None:
 
             def draw() -> int:
                 logits()
-                return llama.llama_sampler_sample(chain, ctx, -1)
+                return llama.llama_sampler_sample(chain, engine.ctx, -1)
 
             return draw
 

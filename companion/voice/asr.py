@@ -16,7 +16,7 @@ import re
 import shutil
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -149,27 +149,26 @@ class FasterWhisperASR:
         allowed = [base_language(x) for x in (languages or self.settings.languages or []) if x]
         allowed = [x for x in dict.fromkeys(allowed) if x in _whisper_languages(model)]
         frames = self._window_frames(model, duration)
+        given_up = cancel if cancel is not None else threading.Event()
         with self._run_lock:
-            if cancel is not None and cancel.is_set():  # given up while it waited for the model
+            if given_up.is_set():  # while it waited for the model
                 return Transcript(text="", duration=duration, passes=0)
             kept, info, probability = self._decode(model, audio, allowed, frames)
-            segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
             passes = 1
-            if frames is not None and _doubtful(kept) and not (cancel is not None and cancel.is_set()):
+            if frames is not None and _doubtful(kept) and not given_up.is_set():
                 repeated = _repeated_whole(" ".join(s.text for s in kept))
                 if repeated is not None:  # the short window's usual failure: keep one copy, skip the full window
-                    segments = [{"start": kept[0].start, "end": kept[-1].end, "text": repeated}]
+                    kept = [replace(kept[0], end=kept[-1].end, text=repeated)]
                 elif duration >= self.settings.full_window_min_s:
                     kept, info, probability = self._decode(model, audio, allowed, None)
-                    segments = [{"start": s.start, "end": s.end, "text": s.text} for s in kept]
                     passes = 2
-        text = join_segments([s["text"] for s in segments], info.language)
+        text = join_segments([s.text for s in kept], info.language)
         return Transcript(
             text=convert_chinese_script(text, info.language, self.settings.chinese_script),
             language=info.language,
             language_probability=probability if probability is not None else info.language_probability,
             duration=duration,
-            segments=segments,
+            segments=[{"start": s.start, "end": s.end, "text": s.text} for s in kept],
             passes=passes,
         )
 

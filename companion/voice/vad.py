@@ -209,11 +209,15 @@ class Endpointer:
             events.append(self._end(speech_end))
         return events
 
+    def _slice_start(self) -> int:
+        """Stream sample where an utterance's audio begins: the pre-roll before its speech, as far as kept."""
+        return max(self._start_sample - self.pre_roll, self._offset)
+
     def _lead(self) -> int:
-        return self._start_sample - max(self._start_sample - self.pre_roll, self._offset)
+        return self._start_sample - self._slice_start()
 
     def _slice(self, speech_end: int) -> np.ndarray:
-        start = max(self._start_sample - self.pre_roll, self._offset)
+        start = self._slice_start()
         end = min(speech_end + self.post_roll, self._offset + len(self._audio))
         return self._audio[start - self._offset : end - self._offset].copy()
 

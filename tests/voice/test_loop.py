@@ -4,11 +4,13 @@ and leaves in history what the listener heard."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from companion.events import AudioEvent, InterruptedEvent, TranscriptEvent
+from companion.voice.asr import Transcript
 from companion.voice.audio import decode_audio
 from companion.voice.loop import IncrementalTranscript, LiveLoop, VirtualPlayer, VoiceAgent
 from companion.voice.metrics import wer
@@ -111,48 +113,20 @@ def test_a_whole_turn_is_heard_and_spoken(make_companion, whisper, piper, jfk):
     assert companion.history.load(companion.key(channel="voice"))[-1].content.endswith("fine speech.")
 
 
-def test_speech_is_transcribed_in_pieces_while_the_user_speaks(whisper, jfk):
-    """JFK pauses between phrases: the phrases before the last pause are transcribed during the
-    speech, only the tail is left at the end, and the joined transcript is still exact."""
-    agent = VoiceAgent(None, whisper, None, languages=["en", "zh"])
-    endpointer = Endpointer(SileroVAD(), silence_ms=2000)  # one utterance with pauses inside
-    kept_before_end: list[int] = []
-
-    async def scenario():
-        incremental = IncrementalTranscript(agent, min_piece_s=1.0)
-        padded = np.concatenate([jfk, np.zeros(16000 * 3, dtype=np.float32)])
-        for i in range(0, len(padded), 320):
-            for event in endpointer.feed(padded[i : i + 320]):
-                if event.kind == "pause":
-                    incremental.pause(event)
-                elif event.kind == "resume":
-                    incremental.resume(event.time)
-                elif event.kind == "end":
-                    kept_before_end.append(len(incremental.kept))
-                    return await incremental.finish(event), len(event.audio) - incremental.kept_end
-            await asyncio.sleep(0)
-        raise AssertionError("the utterance never ended")
-
-    transcript, tail = asyncio.run(scenario())
-    reference = (
-        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-    )
-    assert kept_before_end[0] >= 1
-    assert tail < len(jfk) / 2  # most of the speech was transcribed before it ended
-    assert transcript.language == "en"
-    assert wer(reference, transcript.text) <= 0.05
+@dataclass
+class Heard:
+    transcript: Transcript
+    tail: int  # samples left to transcribe when the utterance ended
+    kept_before_end: int
+    cuts: list[int]  # where kept pieces ended, in utterance samples
+    pauses: int
 
 
-def test_early_pauses_start_work_but_cut_pieces_only_at_long_ones(whisper, speech_dir):
-    """The speculative work starts at a short pause (`pause_ms`), but speech is kept as a piece only
-    at a pause of `piece_pause_ms`: the same pieces as an endpointer that pauses only then."""
-    agent = VoiceAgent(None, whisper, None, languages=["en"])
-    speech = decode_audio(speech_dir / "fw_stereo_diarization.wav", channel=0).samples  # one 96-160 ms gap
+def hear(endpointer: Endpointer, incremental: IncrementalTranscript, speech: np.ndarray) -> Heard:
+    """One utterance through the endpointer as the live loop hears it: pauses, resumes, its end."""
 
-    async def cuts(pause_ms: int, min_pause_s: float) -> tuple[list[int], int]:
-        endpointer = Endpointer(SileroVAD(), silence_ms=2000, pause_ms=pause_ms)
-        incremental = IncrementalTranscript(agent, min_piece_s=1.0, min_pause_s=min_pause_s)
-        kept, pauses = [], 0
+    async def scenario() -> Heard:
+        cuts, pauses = [], 0
         padded = np.concatenate([speech, np.zeros(16000 * 3, dtype=np.float32)])
         for i in range(0, len(padded), 320):
             for event in endpointer.feed(padded[i : i + 320]):
@@ -161,19 +135,48 @@ def test_early_pauses_start_work_but_cut_pieces_only_at_long_ones(whisper, speec
                     incremental.pause(event)
                 elif event.kind == "resume":
                     incremental.resume(event.time)
-                    kept.append(incremental.kept_end)
+                    cuts.append(incremental.kept_end)
                 elif event.kind == "end":
-                    await incremental.finish(event)
-                    return sorted(set(kept) - {0}), pauses
+                    kept = len(incremental.kept)
+                    transcript = await incremental.finish(event)
+                    tail = len(event.audio) - incremental.kept_end
+                    return Heard(transcript, tail, kept, sorted(set(cuts) - {0}), pauses)
             await asyncio.sleep(0)
         raise AssertionError("the utterance never ended")
 
-    early, early_pauses = asyncio.run(cuts(96, 0.16))
-    late, late_pauses = asyncio.run(cuts(160, 0.0))
-    assert early_pauses > late_pauses  # the short gap starts work only
+    return asyncio.run(scenario())
+
+
+def test_speech_is_transcribed_in_pieces_while_the_user_speaks(whisper, jfk):
+    """JFK pauses between phrases: the phrases before the last pause are transcribed during the
+    speech, only the tail is left at the end, and the joined transcript is still exact."""
+    agent = VoiceAgent(None, whisper, None, languages=["en", "zh"])
+    endpointer = Endpointer(SileroVAD(), silence_ms=2000)  # one utterance with pauses inside
+    heard = hear(endpointer, IncrementalTranscript(agent, min_piece_s=1.0), jfk)
+    reference = (
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    )
+    assert heard.kept_before_end >= 1
+    assert heard.tail < len(jfk) / 2  # most of the speech was transcribed before it ended
+    assert heard.transcript.language == "en"
+    assert wer(reference, heard.transcript.text) <= 0.05
+
+
+def test_early_pauses_start_work_but_cut_pieces_only_at_long_ones(whisper, speech_dir):
+    """The speculative work starts at a short pause (`pause_ms`), but speech is kept as a piece only
+    at a pause of `piece_pause_ms`: the same pieces as an endpointer that pauses only then."""
+    agent = VoiceAgent(None, whisper, None, languages=["en"])
+    speech = decode_audio(speech_dir / "fw_stereo_diarization.wav", channel=0).samples  # one 96-160 ms gap
+
+    def cuts(pause_ms: int, min_pause_s: float) -> Heard:
+        endpointer = Endpointer(SileroVAD(), silence_ms=2000, pause_ms=pause_ms)
+        return hear(endpointer, IncrementalTranscript(agent, min_piece_s=1.0, min_pause_s=min_pause_s), speech)
+
+    early, late = cuts(96, 0.16), cuts(160, 0.0)
+    assert early.pauses > late.pauses  # the short gap starts work only
     # the same pauses cut the pieces (each cut lies in its pause's silence, 96 or 160 ms into it)
-    assert early and len(early) == len(late)
-    assert all(0 <= b - a <= 0.07 * 16000 for a, b in zip(early, late, strict=True))
+    assert early.cuts and len(early.cuts) == len(late.cuts)
+    assert all(0 <= b - a <= 0.07 * 16000 for a, b in zip(early.cuts, late.cuts, strict=True))
 
 
 def test_a_piece_not_kept_is_given_up(whisper, jfk):
