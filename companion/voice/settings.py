@@ -42,6 +42,8 @@ class VoiceLoopSettings(BaseModel):
     fallback_tts: str | None = "espeak-ng"
     """Speaks sentences in a language her voice does not (None: her voice reads everything)."""
     min_sentence_chars: int = 4
+    """Shorter sentences are merged with the next. Lengths count letters' worth of speaking time:
+    a letter or digit is 1, a Chinese/Japanese/Korean character 3 (a syllable)."""
     first_clause_chars: int | None = 10
     """Cut her first sentence at a comma once this long, so she starts speaking sooner (None: off)."""
     context_budget_tokens: int | None = 200

@@ -47,6 +47,15 @@ def test_short_fragments_merge_and_first_sentence_may_cut_at_a_comma():
     assert first[1:] == ["so you are just in time.", "Great, thanks."]  # only the first sentence is cut early
 
 
+def test_limits_count_speaking_time_so_chinese_starts_as_soon_as_english():
+    # a Chinese character is a syllable: "十九岁！" is long enough to say alone, and the first
+    # clause is cut at the first comma after a few syllables, not after ten characters
+    assert spoken("十九岁！四月十七号生日。") == ["十九岁！", "四月十七号生日。"]
+    assert spoken("我不是说贸易不讲究，只是说，不急。")[0] == "我不是说贸易不讲究，"
+    assert spoken("那么，你现在也算成功了。")[0] == "那么，你现在也算成功了。"  # two syllables wait
+    assert spoken("No, not really.")[0] == "No, not really."
+
+
 @pytest.mark.parametrize("step", [1, 2, 1000])
 def test_the_first_clause_is_not_cut_inside_a_time_or_a_number(step):
     text = "We are open Monday through Friday 7:00 to 19:00, and on Saturdays 1,000 buns sell out."
