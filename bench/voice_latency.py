@@ -211,6 +211,7 @@ async def sequential_latency(stack, speech: np.ndarray, user: str) -> dict:
     finally:
         companion.processors = processors
     generated = time.monotonic() - started
+    stats = getattr(companion.llm, "last_stats", None)
     text = parse_tags(reply, companion.character.settings.expressions).text
     tts = stack.tts
     audio_seconds = 0.0
@@ -223,8 +224,30 @@ async def sequential_latency(stack, speech: np.ndarray, user: str) -> dict:
         "asr_s": asr_done,
         "generate_s": generated - asr_done,
         "synthesize_s": done - generated,
+        "decode_s": stats.decode_s if stats is not None and stats.path != "reference" else None,
         "reply_audio_s": audio_seconds,
         "reply": reply,
+    }
+
+
+def chain_after_speech(rows: list[dict], silence_s: float) -> dict:
+    """Medians of what has to happen after the user's last word however the work is overlapped:
+    transcribe, retrieve and read the prompt (timed in the sequential run, where nothing overlaps
+    them), then write and speak her first sentence (timed in the streaming run)."""
+    chain, sentence, speech = [], [], []
+    for row in rows:
+        seq, live = row["sequential"], row["streaming"]
+        if seq.get("decode_s") is not None:
+            chain.append(seq["asr_s"] - silence_s + seq["generate_s"] - seq["decode_s"])
+        if all(live.get(key) is not None for key in ("first_text_s", "first_sentence_s", "first_audio_s")):
+            sentence.append(live["first_sentence_s"] - live["first_text_s"])
+            speech.append(live["first_audio_s"] - live["first_sentence_s"])
+    if not (chain and sentence):
+        return {}
+    return {
+        "asr_retrieval_prefill_s": statistics.median(chain),
+        "first_sentence_s": statistics.median(sentence),
+        "first_speech_s": statistics.median(speech),
     }
 
 
@@ -521,6 +544,7 @@ async def main_async(args) -> dict:
         ]
         if spans:
             summary["stages_median"][label] = statistics.median(spans)
+    summary["chain_median"] = chain_after_speech(rows, settings.voice.silence_ms / 1000)
     print("\nSummary")
     print(f"  streaming   first audio p50 {summary['streaming_p50']:.2f}s  p90 {summary['streaming_p90']:.2f}s")
     print(f"  sequential  audio ready p50 {summary['sequential_p50']:.2f}s  p90 {summary['sequential_p90']:.2f}s")
@@ -534,6 +558,13 @@ async def main_async(args) -> dict:
         "  where the streaming time goes (medians): "
         + "; ".join(f"{k} {v:.2f}s" for k, v in summary["stages_median"].items())
     )
+    if chain := summary["chain_median"]:
+        print(
+            f"  3x needs first audio <= {summary['sequential_p50'] / 3:.2f}s after the end of speech; the chain"
+            f" both modes run once the words are known (ASR + retrieval + prompt, from the sequential run) alone takes"
+            f" {chain['asr_retrieval_prefill_s']:.2f}s, then her first sentence {chain['first_sentence_s']:.2f}s"
+            f" and its speech {chain['first_speech_s']:.2f}s"
+        )
     if asr_rows:
         en = [r["error"] for r in asr_rows if r["metric"] == "WER"]
         zh = [r["error"] for r in asr_rows if r["file"].startswith("aishell")]
