@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -73,3 +73,16 @@ def hurried(items: Iterable[T]) -> Iterator[T]:
             except StopIteration:
                 return
         yield item
+
+
+def quiet_onnx_options(onnxruntime: Any, threads: int = 0) -> Any:
+    """ONNX Runtime session options for a model that runs beside the LLM: when a run ends its
+    worker threads sleep instead of spinning for more work. Piper's spinning threads slowed the
+    next ~5 decode steps of the LLM by 40% (17 against 12 ms a token, for ~70 ms after every
+    sentence); without spinning a sentence took 3% longer to synthesise. `threads` 0: ONNX
+    Runtime's choice (one per core)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options

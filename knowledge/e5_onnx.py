@@ -22,6 +22,7 @@ import numpy as np
 
 from companion import atomic
 from companion.errors import CompanionError
+from companion.foreground import quiet_onnx_options
 
 BLOCK = 32  # weights per Q4_0 block: an fp16 scale and 16 bytes of nibbles
 BLOCK_BYTES = 18
@@ -294,10 +295,7 @@ class E5OnnxEncoder:
         self._word_blocks = model.q4_rows("emb.word", model.hidden)
         self._positions = model.floats("emb.pos").reshape(model.max_positions, model.hidden)
         self._token_type = model.floats("emb.type").reshape(model.type_vocab, model.hidden)[0]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = quiet_onnx_options(onnxruntime, threads)
         graph = cached_graph(model, cache_dir)
         try:
             self._session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])

@@ -44,6 +44,19 @@ def test_piper_speaks_english_that_whisper_understands(piper, whisper):
     assert wer(text, heard.text) <= 0.15
 
 
+def test_piper_threads_sleep_between_sentences(piper, tmp_path):
+    # spinning ONNX Runtime threads slowed the LLM writing her next sentence (foreground.py)
+    options = piper.load().session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    broken.with_name("broken.onnx.json").write_text(
+        piper.model_path.with_name(piper.model_path.name + ".json").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    with pytest.raises(InputFileError, match=r"broken\.onnx.*cannot load this Piper voice"):
+        PiperTTS(PiperSettings(voice=str(broken), warm_up=True), piper.context).load()
+
+
 @pytest.mark.slow
 def test_piper_speed_and_voice_folder(piper, context, tmp_path):
     normal, _ = speak(piper, "Good morning, welcome to the bakery.")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from companion.errors import CompanionError, InputFileError
-from companion.foreground import hurried
+from companion.foreground import hurried, quiet_onnx_options
 from companion.plugins import PluginContext, require
 from companion.voice.audio import Audio
 from companion.voice.text import base_language
@@ -77,10 +77,15 @@ def _load_voice(model: str):
         config = Path(model).with_suffix(".json")
     if not config.is_file():
         raise InputFileError(model, "Piper voice has no config (.onnx.json) beside it")
-    try:
-        return piper.PiperVoice.load(model, config_path=str(config))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+    onnxruntime = require("onnxruntime", feature="Speech synthesis with Piper", extra="voice")
+    try:  # PiperVoice.load, with a session that does not spin beside the LLM
+        settings = piper.PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+        session = onnxruntime.InferenceSession(
+            model, sess_options=quiet_onnx_options(onnxruntime), providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # a bad config (OSError, ValueError, KeyError) or onnxruntime's own types
         raise InputFileError(model, f"cannot load this Piper voice: {error}") from None
+    return piper.PiperVoice(config=settings, session=session)
 
 
 class PiperTTS:
