@@ -613,8 +613,9 @@ class _Engine:
         keep = _common_prefix(self.cached, tokens)
         saved_key, saved_keep = self._best_saved(tokens)
         if saved_key is not None and saved_keep > keep + 32:
+            state = self.saved.pop(saved_key)  # before saving this one, which may evict the oldest
             self._save_state()
-            self._restore(saved_key)
+            self._restore(saved_key[1], state)
             keep = saved_keep
         elif keep < len(self.cached) and keep < len(self.cached) // 2:
             self._save_state()  # a different conversation: keep this one's cache for later
@@ -690,11 +691,10 @@ class _Engine:
         while len(self.saved) > self.max_saved:
             self.saved.popitem(last=False)
 
-    def _restore(self, key: tuple[Any, tuple[int, ...]]) -> None:
-        state = self.saved.pop(key)
+    def _restore(self, tokens: tuple[int, ...], state: Any) -> None:
         self._clear_memory()
         if self.lib.set_seq_state(self.ctx, 0, state):
-            self.cached = list(key[1])  # without logits (logits_for is 0)
+            self.cached = list(tokens)  # without logits (logits_for is 0)
         else:
             self._clear_memory()
             self.cached = []

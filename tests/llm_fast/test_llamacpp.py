@@ -379,6 +379,19 @@ def test_other_conversations_keep_their_cache(fast_llm) -> None:
     assert fast_llm.last_stats.reused_tokens >= fast_llm.count_tokens(alice[1].content)
 
 
+def test_a_conversation_comes_back_after_the_saved_caches_filled_up(fast_llm) -> None:
+    # a bot with more users than cached_conversations: the returning user's cache is the oldest
+    # saved one, and saving the current conversation evicted it before it was restored (KeyError)
+    users = [[SYSTEM, ChatMessage(role="user", content=f"I am user {n}, baker number {n}. " * 12)] for n in range(6)]
+    for messages in users:
+        collect(fast_llm, GenerationRequest(messages=messages, params=greedy(2)))
+    assert len(fast_llm.engine.saved) == fast_llm.engine.max_saved
+    oldest = list(next(iter(fast_llm.engine.saved))[1])
+    back = next(m for m in users if oldest[: len(prompt := fast_llm.prompt_tokens(m)[0])] == prompt)
+    collect(fast_llm, GenerationRequest(messages=back, params=greedy(2)))
+    assert fast_llm.last_stats.reused_tokens >= fast_llm.count_tokens(back[1].content)
+
+
 def test_unsupported_adapter_falls_back_with_a_warning(fast_llm, local_llm, adapters, caplog) -> None:
     request = GenerationRequest(messages=PROBES[0], params=greedy(8, 1.1), adapter=adapters["dora"])
     with caplog.at_level(logging.WARNING, logger="companion.llm.llamacpp"):
