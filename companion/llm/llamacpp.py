@@ -615,8 +615,7 @@ class _Engine:
         if saved_key is not None and saved_keep > keep + 32:
             state = self.saved.pop(saved_key)  # before saving this one, which may evict the oldest
             self._save_state()
-            self._restore(saved_key[1], state)
-            keep = saved_keep
+            keep = saved_keep if self._restore(saved_key[1], state) else 0
         elif keep < len(self.cached) and keep < len(self.cached) // 2:
             self._save_state()  # a different conversation: keep this one's cache for later
         if not keep == len(tokens) == len(self.cached) == self.logits_for:
@@ -691,13 +690,15 @@ class _Engine:
         while len(self.saved) > self.max_saved:
             self.saved.popitem(last=False)
 
-    def _restore(self, tokens: tuple[int, ...], state: Any) -> None:
+    def _restore(self, tokens: tuple[int, ...], state: Any) -> bool:
+        """Load a saved conversation's cache; False (and an empty cache) if llama.cpp refuses it."""
         self._clear_memory()
         if self.lib.set_seq_state(self.ctx, 0, state):
             self.cached = list(tokens)  # without logits (logits_for is 0)
-        else:
-            self._clear_memory()
-            self.cached = []
+            return True
+        self._clear_memory()
+        self.cached = []
+        return False
 
     # -- sampling ------------------------------------------------------------------------
     def sampler(self, params: GenerationParams, prompt: Sequence[int]) -> Any:

@@ -392,6 +392,18 @@ def test_a_conversation_comes_back_after_the_saved_caches_filled_up(fast_llm) ->
     assert fast_llm.last_stats.reused_tokens >= fast_llm.count_tokens(back[1].content)
 
 
+def test_a_saved_cache_llama_cpp_refuses_is_evaluated_again(fast_llm) -> None:
+    alice = [SYSTEM, ChatMessage(role="user", content="I am Alice and I like rye bread. " * 12)]
+    bob = [SYSTEM, ChatMessage(role="user", content="I am Bob; tell me about croissants. " * 12)]
+    cold = collect(fast_llm, GenerationRequest(messages=alice, params=greedy(6)))
+    collect(fast_llm, GenerationRequest(messages=bob, params=greedy(2)))
+    engine = fast_llm.engine
+    key = next(k for k in engine.saved if list(k[1][: len(p := fast_llm.prompt_tokens(alice)[0])]) == p)
+    engine.saved[key] = engine.saved[key][:16]  # damaged: llama.cpp will not load it
+    assert collect(fast_llm, GenerationRequest(messages=alice, params=greedy(6))) == cold
+    assert fast_llm.last_stats.reused_tokens < 32
+
+
 def test_unsupported_adapter_falls_back_with_a_warning(fast_llm, local_llm, adapters, caplog) -> None:
     request = GenerationRequest(messages=PROBES[0], params=greedy(8, 1.1), adapter=adapters["dora"])
     with caplog.at_level(logging.WARNING, logger="companion.llm.llamacpp"):
