@@ -65,9 +65,12 @@ class LlamaCppSettings(BaseModel):
     the user goes on speaking, a turn the user barges in on) stops between calls: within ~0.2 s
     at 128 tokens. 128 prefill as fast as 512 on 2 cores (610 tok/s); 64 are 15% slower."""
     chat_template: str | None = None
-    cached_conversations: int = 4
-    """How many conversations' KV caches to keep besides the active one (each up to ~18 KB/token
-    for Gemma-3-270M)."""
+    cached_conversations_mb: int = 512
+    """Memory for the KV caches of conversations other than the active one, so a returning user's
+    persona and history are not read again. Gemma-3-270M takes ~18 KB a token: a 1.8k-token
+    conversation with Mochi ~33 MB, so 512 MB keep ~15. A bot passes each user's name into the
+    persona, so users share little more than the first line: with 8 users taking turns in a
+    row, 4 cached conversations left every turn cold (~1.8k tokens, 4-5 s on 2 cores)."""
     end_aliases: bool = True
     """Never emit tokens whose output rows are indistinguishable from the end-of-turn marker's
     (untrained rows of a base model, e.g. Gemma-3-270M's `<unusedN>`); their probability goes to
@@ -131,7 +134,7 @@ class LlamaCppLLM:
                     n_batch=self.settings.batch_tokens,
                     threads=self.settings.threads,
                     chat_template=template,
-                    saved_states=self.settings.cached_conversations,
+                    saved_bytes=self.settings.cached_conversations_mb << 20,
                 )
             )
             self.gguf_path = gguf
@@ -475,7 +478,7 @@ class _Engine:
         n_batch: int,
         threads: int | None,
         chat_template: str | None,
-        saved_states: int,
+        saved_bytes: int,
     ) -> None:
         self.lib = lib
         self.path = path
@@ -511,7 +514,7 @@ class _Engine:
         self.logits_for = 0  # the context's logits are those after cached[:logits_for] (0: none kept)
         self.adapter: Any = None
         self.saved: OrderedDict[tuple[Any, tuple[int, ...]], bytes] = OrderedDict()
-        self.max_saved = saved_states
+        self.max_saved_bytes = saved_bytes
         self._batch = lib.llama.llama_batch_init(max(n_batch, 1), 0, 1)
         self._one = lib.llama.llama_batch_init(1, 0, 1)
         self.calibrate()
@@ -682,13 +685,13 @@ class _Engine:
         return ctypes.cast(self.adapter, ctypes.c_void_p).value or 0 if self.adapter is not None else 0
 
     def _save_state(self) -> None:
-        if self.max_saved <= 0 or len(self.cached) < 64:
+        if self.max_saved_bytes <= 0 or len(self.cached) < 64:
             return
         key = (self._adapter_key(), tuple(self.cached))
         self.saved[key] = self.lib.get_seq_state(self.ctx, 0)
         self.saved.move_to_end(key)
-        while len(self.saved) > self.max_saved:
-            self.saved.popitem(last=False)
+        while sum(len(state) for state in self.saved.values()) > self.max_saved_bytes:
+            self.saved.popitem(last=False)  # the least recently used
 
     def _restore(self, tokens: tuple[int, ...], state: Any) -> bool:
         """Load a saved conversation's cache; False (and an empty cache) if llama.cpp refuses it."""

@@ -380,16 +380,24 @@ def test_other_conversations_keep_their_cache(fast_llm) -> None:
 
 
 def test_a_conversation_comes_back_after_the_saved_caches_filled_up(fast_llm) -> None:
-    # a bot with more users than cached_conversations: the returning user's cache is the oldest
+    # a bot with more users than the saved caches hold: the returning user's cache is the oldest
     # saved one, and saving the current conversation evicted it before it was restored (KeyError)
+    engine = fast_llm.engine
     users = [[SYSTEM, ChatMessage(role="user", content=f"I am user {n}, baker number {n}. " * 12)] for n in range(6)]
-    for messages in users:
-        collect(fast_llm, GenerationRequest(messages=messages, params=greedy(2)))
-    assert len(fast_llm.engine.saved) == fast_llm.engine.max_saved
-    oldest = list(next(iter(fast_llm.engine.saved))[1])
-    back = next(m for m in users if oldest[: len(prompt := fast_llm.prompt_tokens(m)[0])] == prompt)
-    collect(fast_llm, GenerationRequest(messages=back, params=greedy(2)))
-    assert fast_llm.last_stats.reused_tokens >= fast_llm.count_tokens(back[1].content)
+    budget = engine.max_saved_bytes
+    try:
+        collect(fast_llm, GenerationRequest(messages=users[0], params=greedy(2)))
+        collect(fast_llm, GenerationRequest(messages=users[1], params=greedy(2)))
+        engine.max_saved_bytes = len(next(reversed(engine.saved.values()))) * 9 // 2  # room for four
+        for messages in users[2:]:
+            collect(fast_llm, GenerationRequest(messages=messages, params=greedy(2)))
+        assert len(engine.saved) == 4
+        oldest = list(next(iter(engine.saved))[1])
+        back = next(m for m in users if oldest[: len(prompt := fast_llm.prompt_tokens(m)[0])] == prompt)
+        collect(fast_llm, GenerationRequest(messages=back, params=greedy(2)))
+        assert fast_llm.last_stats.reused_tokens >= fast_llm.count_tokens(back[1].content)
+    finally:
+        engine.max_saved_bytes = budget
 
 
 def test_a_saved_cache_llama_cpp_refuses_is_evaluated_again(fast_llm) -> None:
