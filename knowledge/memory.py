@@ -79,8 +79,9 @@ def extract(user_text: str) -> list[tuple[str, str, str]]:
             continue
         if _QUESTION_END.search(sentence) or _QUESTION_START.match(sentence) or _SMALL_TALK.match(sentence):
             continue
-        digest = hashlib.sha1(sentence.casefold().encode()).hexdigest()[:16]
-        out.append((f"said:{digest}", sentence, "said"))
+        memory_id = f"said:{hashlib.sha1(sentence.casefold().encode()).hexdigest()[:16]}"
+        if all(memory_id != kept for kept, _, _ in out):  # said twice in one message: one id
+            out.append((memory_id, sentence, "said"))
     return out
 
 

@@ -38,6 +38,12 @@ def test_ids_are_stable_so_repeats_do_not_pile_up() -> None:
     assert extract("我怕打雷。")[0][0] == extract("我怕打雷。")[0][0]
 
 
+def test_a_sentence_said_twice_in_one_message_is_stored_once(memory: MemoryStore) -> None:
+    # the store refuses duplicate ids in one write, and the whole turn's memories were lost
+    assert memory.remember("u1", "我怕打雷。我怕打雷。我养了一只猫。") == ["我怕打雷。", "我养了一只猫。"]
+    assert sorted(m["text"] for m in memory.export("u1")["memories"]) == sorted(["我怕打雷。", "我养了一只猫。"])
+
+
 @pytest.fixture
 def memory(tmp_path: Path, e5) -> MemoryStore:
     return MemoryStore("mochi", e5, ChromaStore(context=PluginContext(data_dir=tmp_path / "data")))
