@@ -25,7 +25,12 @@ DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Where models, indexes and history live.", envvar="COMPANION_DATA_DIR")
 ]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML config file.")]
-LlmPluginOption = Annotated[str | None, typer.Option("--llm", help="LLM plugin: local or openai.")]
+LlmPluginOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm", help="LLM plugin: llamacpp (the default), local (transformers) or openai (OpenAI-compatible server)."
+    ),
+]
 LlmModelOption = Annotated[str | None, typer.Option("--model", help="Model for the LLM plugin.")]
 # the OpenAI-compatible endpoint that writes for `create` and `data distill` (each says what --base-url is for)
 EndpointModelOption = Annotated[str | None, typer.Option("--model", help="Model name at the endpoint.")]
