@@ -10,6 +10,8 @@ Closing the stream (the user interrupted) cancels every stage; history keeps wha
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,6 +27,9 @@ from companion.history import ConversationKey, HistoryStore
 from companion.llm.base import LLM, GenerationParams, GenerationRequest
 from companion.messages import ChatMessage
 from companion.prompt import AssembledPrompt, TokenCounter, assemble
+from companion.repeats import LoopGuard
+
+log = logging.getLogger(__name__)
 
 Processor = Callable[[AsyncIterator[Event]], AsyncIterator[Event]]
 
@@ -155,15 +160,19 @@ class Companion:
             params=self.generation_params(user_name),
             adapter=self.character.adapter_dir if self.character.has_adapter() else None,
         )
-        pieces: list[str] = []
+        guard = LoopGuard()
         finished = False
         try:
-            async for piece in self.llm.stream(request):
-                pieces.append(piece)
-                yield TextDeltaEvent(turn_id=turn_id, text=piece)
+            async with contextlib.aclosing(self.llm.stream(request)) as stream:
+                async for piece in stream:
+                    if passed := guard.feed(piece):
+                        yield TextDeltaEvent(turn_id=turn_id, text=passed)
+                    if guard.looped:
+                        log.info("%s: the reply looped; ended after its first round", self.name)
+                        break
             finished = True
         finally:
-            reply = clean_reply("".join(pieces), self.name)
+            reply = clean_reply(guard.text, self.name)
             said = [ChatMessage(role="user", content=text)]
             if reply:
                 said.append(ChatMessage(role="assistant", content=reply))

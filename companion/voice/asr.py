@@ -12,7 +12,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import threading
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pydantic import BaseModel
 from companion import atomic
 from companion.errors import CompanionError
 from companion.plugins import PluginContext, require
+from companion.repeats import units
 from companion.voice.audio import ASR_SAMPLE_RATE, Audio, is_silent
 from companion.voice.text import base_language
 
@@ -254,20 +254,16 @@ def _repeated_whole(text: str) -> str | None:
     for period in range(1, (len(text) + 1) // 2 + 1):  # a second copy without the separator is one shorter
         if text[period:] == text[: len(text) - period]:  # the smallest period: one copy
             unit = text[:period].strip()
-            return unit if len(_units(unit)) >= 4 else None
+            return unit if len(units(unit)) >= 4 else None
     return None
-
-
-def _units(text: str) -> list[str]:
-    return re.findall(r"[\u3040-\u30ff\u3400-\u9fff]|\w+", text.lower())
 
 
 def _loops(text: str) -> bool:
     """A run of four words (CJK: characters) said twice: a short window's typical failure ("Are
     you scared under storms? Are you scared under storms?", "统统统统统统"). Short texts compress
     badly, so Whisper's gzip test misses these. A real repeat only costs a second decode."""
-    units = _units(text)
-    runs = [tuple(units[i : i + 4]) for i in range(len(units) - 3)]
+    words = units(text)
+    runs = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     return len(runs) != len(set(runs))
 
 

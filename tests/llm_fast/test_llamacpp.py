@@ -520,3 +520,31 @@ def test_without_llama_cpp_everything_runs_on_the_reference(model_data_dir: Path
         assert not llm.fast
     assert "llama-cpp-python is not installed" in caplog.text
     assert llm.count_tokens("夏娜喜欢吃蜜瓜包") == 7
+
+
+def test_a_looping_reply_ends_after_its_first_round(fast_llm, settings, tmp_path: Path) -> None:
+    from companion.character import find_character
+    from companion.history import HistoryStore
+    from companion.repeats import looping_tail
+    from companion.session import Companion
+
+    # Mochi, asked to chant along without a repetition penalty, falls into a loop at once
+    chant = "跟我一起念：红豆糖水，红豆糖水，红豆糖水，红豆糖水，红豆糖水，"
+    params = greedy(120).model_copy(update={"repetition_penalty": 1.0})
+    settings = settings.model_copy(update={"repetition_penalty": 1.0, "max_new_tokens": 120})
+    mochi = find_character("mochi", settings.character_search_path)
+    companion = Companion(character=mochi, settings=settings, llm=fast_llm, history=HistoryStore(tmp_path / "h.db"))
+    key = companion.key(user="chanter")
+
+    async def raw_and_guarded() -> tuple[str, list]:
+        prompt, _ = await companion.build_prompt(key, chant, "User")
+        request = GenerationRequest(messages=prompt.messages, params=params, adapter=mochi.adapter_dir)
+        raw = "".join([piece async for piece in fast_llm.stream(request)])
+        return raw, [event async for event in companion.turn(key, chant)]
+
+    raw, events = asyncio.run(raw_and_guarded())
+    assert looping_tail(raw[: len(raw) // 2]) is not None  # unguarded, it loops within half its tokens
+    reply = events[-1].text
+    assert reply and looping_tail(reply) is None and len(reply) < len(raw) // 2
+    assert fast_llm.last_stats.generated_tokens < 60  # generation stopped, not just the text
+    assert companion.history.load(key)[-1].content == reply

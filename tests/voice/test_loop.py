@@ -19,7 +19,7 @@ from companion.voice.vad import Endpointer, SileroVAD, VadEvent
 from tests.voice.conftest import ScriptedLLM
 
 pytestmark = pytest.mark.slow
-STORY = "Once upon a time there was a baker who loved the stars. " * 12
+STORY = " ".join(f"On night {n} the baker who loved the stars climbed to the roof again." for n in range(1, 13)) + " "
 
 
 async def feed(loop: LiveLoop, samples: np.ndarray, realtime: bool) -> None:

@@ -42,7 +42,8 @@ def test_text_stage_gives_sentences_and_expressions(make_companion):
 
 @pytest.mark.slow
 def test_first_sentence_is_spoken_while_the_llm_still_writes(make_companion, piper):
-    llm = ScriptedLLM("Hello there, friend. " + "And then a long story goes on and on. " * 4, delay=0.08)
+    story = "And then a long story goes on. A baker wakes at four. She kneads the dough alone. The cat watches her. "
+    llm = ScriptedLLM("Hello there, friend. " + story, delay=0.08)
     companion = make_companion(llm, [TextStage(first_clause_chars=None), SpeechStage(piper)])
 
     async def run():
@@ -98,7 +99,7 @@ def test_closing_the_stream_stops_the_llm_and_history_says_interrupted(make_comp
 
             yield Audio(np.full(1600, 0.1, dtype=np.float32), 16000)
 
-    llm = ScriptedLLM("One two three. " * 50, delay=0.02)
+    llm = ScriptedLLM(" ".join(f"Count {n}." for n in range(1, 151)), delay=0.02)
     companion = make_companion(llm, [TextStage(), SpeechStage(SlowTTS())])
     key = companion.key()
 
