@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 
-_UNITS = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|\w+")
+from companion.scripts import CJK
+
+_UNITS = re.compile(f"[{CJK}]|\\w+")
 MAX_PART_CHARS = 200
 """Longer repeated parts are not looked for (a model repeating a whole paragraph ends anyway)."""
 

@@ -37,6 +37,7 @@ from typing import Any
 from companion.card.macros import substitute
 from companion.card.model import Lorebook, LorebookEntry
 from companion.errors import InputFileError
+from companion.scripts import CJK, CJK_CHAR, FULLWIDTH
 from knowledge.settings import KnowledgeSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ DEFAULT_WEIGHT = 100
 DEFAULT_DEPTH = 4
 _REGEX_KEY = re.compile(r"^/([\w\W]+?)/([gimsuyd]*)$")
 # Word characters that are not CJK: whole-word boundaries only exist next to something else.
-_LATIN_WORD = r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\u3000-\u303f\uff00-\uffef]"
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+_LATIN_WORD = f"[^\\W{CJK}\u3000-\u303f{FULLWIDTH}]"
 _DECORATORS = ("@@activate", "@@dont_activate")
 
 TokenCounter = Callable[[str], int]
@@ -272,7 +272,7 @@ class WorldInfo:
             return regex  # a regex key overrides case and whole-word settings, as in SillyTavern
         if use_regex:
             return _compile(key, "" if case_sensitive else "i")
-        if not whole or _CJK.search(key):
+        if not whole or CJK_CHAR.search(key):
             return None
         flags = 0 if case_sensitive else re.IGNORECASE
         return re.compile(rf"(?<!{_LATIN_WORD}){re.escape(key)}(?!{_LATIN_WORD})", flags)

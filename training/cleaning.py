@@ -28,10 +28,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from companion.scripts import CJK
 from training.conversation import Conversation, Message
 from training.pii import scrub
 
-TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[A-Za-z0-9_']+|[^\s]")
+TOKEN = re.compile(f"[{CJK}]|[A-Za-z0-9_']+|[^\\s]")
 ZERO_WIDTH = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad]")
 MEDIA = re.compile(
     r"^(?:\[(?:图片|语音|视频|表情包|动画表情|表情|文件|链接|位置|名片|小程序|聊天记录|通话|闪照|视频号|音乐)\]\s*)+$"

@@ -41,6 +41,7 @@ from companion.character import (
 from companion.errors import CompanionError, InputFileError
 from companion.messages import ChatMessage
 from companion.prompt import persona_prompt
+from companion.scripts import HAN_CHAR
 from training.cleaning import CleanConfig, Tally, answer_problem, clean_message
 from training.conversation import Message
 from training.dedupe import Deduplicator
@@ -51,7 +52,6 @@ from training.textio import read_text
 
 STATE_VERSION = 1
 STEPS = ("card", "questions", "answers", "dataset", "adapter", "knowledge")
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _OUT_OF_CHARACTER = re.compile(
     r"作为(?:一[个名])?(?:AI|人工智能|语言模型|助手)|我是(?:一[个名])?(?:AI|人工智能|语言模型)|语言模型|"
     r"\blanguage model\b|\bas an ai\b|\bi(?:'m| am) an ai\b|\bai assistant\b|<start_of_turn>|<end_of_turn>",
@@ -134,7 +134,7 @@ def load_create_templates(folder: Path | None) -> dict[str, Template]:
 
 
 def language_of(text: str) -> str:
-    return "zh" if len(_CJK.findall(text)) >= max(1, len(text) // 5) else "en"
+    return "zh" if len(HAN_CHAR.findall(text)) >= max(1, len(text) // 5) else "en"
 
 
 LANGUAGE_NAMES = {"zh": "Chinese (中文)", "en": "English"}

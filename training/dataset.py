@@ -46,6 +46,7 @@ from companion import atomic
 from companion.card.model import CardData
 from companion.errors import CompanionError
 from companion.prompt import NEW_CHAT_MARKER, persona_prompt
+from companion.scripts import HAN, HAN_CHAR, KANA
 from training.cleaning import MEDIA, CleanConfig, Tally, clean_conversation, count_tokens, select_qa
 from training.conversation import Conversation, Message
 from training.dedupe import Deduplicator
@@ -112,7 +113,7 @@ def assign_roles(conversation: Conversation, selection: Selection) -> Conversati
     for message in conversation.messages:
         if message.kind == "narration":
             if selection.narration == "context":
-                cjk = re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", message.text)
+                cjk = re.search(f"[{KANA}{HAN}]", message.text)
                 text = f"（{message.text}）" if cjk else f"({message.text})"
                 messages.append(message.model_copy(update={"role": "user", "text": text, "speaker": ""}))
             continue
@@ -144,7 +145,7 @@ class Sample:
 
 
 def _label(speaker: str) -> str:
-    return f"{speaker}：" if re.search(r"[\u4e00-\u9fff]", speaker) else f"{speaker}: "
+    return f"{speaker}：" if HAN_CHAR.search(speaker) else f"{speaker}: "
 
 
 def role_turns(conversation: Conversation, tally: Tally) -> list[tuple[str, str]]:

@@ -39,6 +39,7 @@ from companion.frontends.hub import CompanionHub
 from companion.frontends.ratelimit import RateLimiter
 from companion.frontends.text import split_message
 from companion.history import ConversationKey
+from companion.scripts import HAN, KANA
 
 log = logging.getLogger(__name__)
 DISCORD_LIMIT = 2000
@@ -321,7 +322,7 @@ class CompanionBot(discord.Client):
 
 def _named(name: str, content: str) -> bool:
     """Whether `content` addresses `name` (as a word for Latin names; anywhere for CJK ones)."""
-    if re.search(r"[\u3040-\u30ff\u3400-\u9fff]", name):
+    if re.search(f"[{KANA}{HAN}]", name):
         return name in content
     return re.search(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", content) is not None
 

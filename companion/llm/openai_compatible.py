@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from companion.errors import CompanionError
 from companion.llm.base import GenerationRequest, StopStringFilter
 from companion.plugins import PluginContext
+from companion.scripts import CJK, FULLWIDTH
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uff00-\uffef]")
+_CJK = re.compile(f"[{CJK}{FULLWIDTH}]")
 _WORD = re.compile(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
 
 

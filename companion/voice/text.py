@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from companion.scripts import CJK_CHAR, HAN_CHAR, HANGUL, KANA
+
 DEFAULT_EMOTIONS = frozenset(
     "joy happy smile sad angry surprise surprised shy blush think thinking neutral fear scared disgust "
     "love excited confused sleepy proud embarrassed worried calm laugh smirk cry".split()
@@ -28,13 +30,8 @@ _TAG = re.compile(
     r"\[([^\[\]\n]{1,40})\]|\*([^*\n]{1,80})\*|(?:^|(?<=[\s。！？!?.，,;；]))[\\/]me\s+([^\n。！？!?]*[^\s\n。！？!?])"
 )
 _SPACES = re.compile(r"[ \t]+")
-_HAN_RANGE = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_KANA_RANGE = "\u3040-\u30ff"
-_HANGUL_RANGE = "\uac00-\ud7af"
-_HAN = re.compile(f"[{_HAN_RANGE}]")
-_KANA = re.compile(f"[{_KANA_RANGE}]")
-_HANGUL = re.compile(f"[{_HANGUL_RANGE}]")
-_CJK = re.compile(f"[{_HAN_RANGE}{_KANA_RANGE}{_HANGUL_RANGE}]")
+_KANA = re.compile(f"[{KANA}]")
+_HANGUL = re.compile(f"[{HANGUL}]")
 
 
 @dataclass
@@ -84,7 +81,7 @@ def spoken_length(text: str) -> int:
     CJK character (Han, kana, hangul) `SYLLABLE_WEIGHT`. Measured this way the same limits suit
     both scripts: counting characters, a Chinese first clause waited for ten syllables (~2 s of
     speech, 12 tokens at the median of Mochi's lines) where an English one waited for two words."""
-    return sum(SYLLABLE_WEIGHT if _CJK.match(ch) else 1 for ch in text if ch.isalnum())
+    return sum(SYLLABLE_WEIGHT if CJK_CHAR.match(ch) else 1 for ch in text if ch.isalnum())
 
 
 def _open_tag_at(text: str, end: int) -> bool:
@@ -185,7 +182,7 @@ def detect_language(text: str, default: str = "en") -> str:
         return "ja"
     if _HANGUL.search(text):
         return "ko"
-    han = len(_HAN.findall(text))
+    han = len(HAN_CHAR.findall(text))
     if han and han >= len(_LATIN.findall(text)) / 4:
         return "zh"
     if _LATIN.search(text):

@@ -25,18 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from companion import atomic
+from companion.scripts import HAN, KANA
 from training.court.store import Court, Submission, question_key
 
 PREFERENCE_DIR = "preference"
 COURT_DIALOGUES = Path("corpus") / "dialogues" / "court.jsonl"
 COURT_PAIRS = Path(PREFERENCE_DIR) / "court.jsonl"
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]")
+_KANA_OR_HAN = re.compile(f"[{KANA}{HAN}]")
 
 
 def question_text(submission: Submission) -> str:
     """The user turn: the question, after a bracketed note of her state and mood when given."""
     notes = []
-    zh = bool(_CJK.search(submission.question + (submission.state or "") + (submission.mood or "")))
+    zh = bool(_KANA_OR_HAN.search(submission.question + (submission.state or "") + (submission.mood or "")))
     if submission.state:
         notes.append(f"状态：{submission.state}" if zh else f"state: {submission.state}")
     if submission.mood:

@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from typing import Any
 from companion import atomic
 from companion.errors import CompanionError
 from companion.prompt import NEW_CHAT_MARKER
+from companion.scripts import HAN_CHAR
 from training.cleaning import CleanConfig, Tally, answer_problem, clean_message
 from training.conversation import Message
 from training.dedupe import Deduplicator
@@ -45,7 +45,6 @@ from training.textio import read_text
 
 STATE_VERSION = 1
 DIALOGUE_MARKS = ("“", "「", "『", '"', "：")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @dataclass
@@ -114,7 +113,7 @@ def chunk_text(text: str, source: str, chunk_chars: int) -> list[Chunk]:
 
 
 def language_of(text: str) -> str:
-    return "Chinese (中文)" if len(_CJK.findall(text)) > len(text) * 0.2 else "English"
+    return "Chinese (中文)" if len(HAN_CHAR.findall(text)) > len(text) * 0.2 else "English"
 
 
 @dataclass

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from companion.scripts import HAN_CHAR
 from training.conversation import Conversation, Message
 from training.importers.base import BaseImporter, ReadOptions, source_label
 from training.textio import read_text, sniff_text
@@ -46,7 +47,6 @@ OPENERS = {"“": "”", "「": "」", "『": "』"}
 CLOSERS = {"”", "」", "』"}
 ZH_TERMINATORS = "。！？．；…!?"
 CHAPTER = re.compile(r"^\s*(第[零一二三四五六七八九十百千\d]+[回章节卷]|chapter\s+[\divxlc]+\b|CHAPTER\s+\w+)", re.I)
-CJK = re.compile(r"[\u4e00-\u9fff]")
 
 ZH_CONNECTIVES = (
     "却说", "话说", "且说", "只见", "当下", "于是", "此时", "正是", "一时", "当时", "少时", "须臾", "后来",
@@ -131,7 +131,7 @@ def find_quotes(paragraph: str) -> list[Quote]:
 
 def is_chinese(text: str) -> bool:
     sample = text[:5000]
-    return len(CJK.findall(sample)) > len(sample) * 0.1
+    return len(HAN_CHAR.findall(sample)) > len(sample) * 0.1
 
 
 def _sentence_tail(text: str) -> str:
@@ -179,7 +179,7 @@ class NameBook:
                     continue
                 segment = _segments(_sentence_tail(before[:-1]))[-1].strip()
                 segment = _strip_connectives(re.sub(r"^[”」』\"\s]+", "", segment))
-                if len(segment) < 3 or not CJK.match(segment):
+                if len(segment) < 3 or not HAN_CHAR.match(segment):
                     continue
                 for size in (2, 3, 4):
                     if len(segment) > size:
@@ -188,7 +188,7 @@ class NameBook:
         for gram, count in starts.items():
             if count < 2 or len(gram) != 2 or (gram[0] in ZH_STOP_STARTS and not gram.startswith(("那", "这"))):
                 continue
-            if gram in ZH_STOP_CANDIDATES or not all(CJK.match(ch) for ch in gram):
+            if gram in ZH_STOP_CANDIDATES or not all(HAN_CHAR.match(ch) for ch in gram):
                 continue
             best = gram
             for size in (3, 4):  # a longer name when the longer opening is nearly as frequent

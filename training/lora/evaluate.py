@@ -22,6 +22,7 @@ from companion.character import Character
 from companion.config import Settings
 from companion.errors import InputFileError
 from companion.prompt import assemble
+from companion.scripts import HAN_CHAR
 from training.lora.config import TrainConfig
 from training.lora.data import Renderer, prepare
 from training.lora.loss import PackedLoss, score
@@ -32,7 +33,6 @@ GOAL_FORMAT = 0.95
 GOAL_PERPLEXITY_REDUCTION = 0.30
 TEMPLATE_MARKERS = ("<start_of_turn>", "<end_of_turn>", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<bos>", "<eos>")
 _TAG = re.compile(r"^\s*\[[A-Za-z_]+\]\s*")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -41,7 +41,7 @@ _LATIN = re.compile(r"[A-Za-z]")
 def detect_language(text: str) -> str:
     """zh / en / ja / ko / none, by script: enough to tell whether a reply answers in kind."""
     text = _TAG.sub("", text)
-    han, kana = len(_HAN.findall(text)), len(_KANA.findall(text))
+    han, kana = len(HAN_CHAR.findall(text)), len(_KANA.findall(text))
     hangul, latin = len(_HANGUL.findall(text)), len(_LATIN.findall(text))
     if kana and kana * 5 >= han:
         return "ja"

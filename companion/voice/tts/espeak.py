@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from companion.errors import CompanionError
 from companion.foreground import FOREGROUND
 from companion.plugins import PluginContext
+from companion.scripts import HAN_CHAR
 from companion.voice.audio import Audio, decode_audio
 from companion.voice.text import base_language, detect_language
 from companion.voice.tts.base import TTSSettings
 
 DEFAULT_VOICES = {"zh": "cmn-latn-pinyin", "en": "en-us", "ja": "ja", "ko": "ko", "yue": "yue"}
 INSTALL_HINT = "install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng; macOS: brew install espeak-ng)"
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _PUNCT = str.maketrans({"，": ", ", "。": ". ", "！": "! ", "？": "? ", "；": "; ", "：": ": ", "、": ", ", "～": ". "})
 
 
@@ -114,15 +114,16 @@ def _integer_to_chinese(value: int) -> str:
 
 
 def chinese_numbers(text: str) -> str:
-    if not _HAN.search(text):
+    if not HAN_CHAR.search(text):
         return text
     return re.sub(r"\d+(?:\.\d+)?", lambda m: number_to_chinese(m.group()), text)
 
 
 def to_pinyin(text: str) -> str:
     """Hanzi to tone-numbered pinyin for espeak-ng's cmn-latn-pinyin voice; other text kept."""
-    text = re.sub(r"\d+(?:\.\d+)?", lambda m: number_to_chinese(m.group()) if _HAN.search(text) else m.group(), text)
-    if not _HAN.search(text):
+    chinese = HAN_CHAR.search(text) is not None
+    text = re.sub(r"\d+(?:\.\d+)?", lambda m: number_to_chinese(m.group()) if chinese else m.group(), text)
+    if not HAN_CHAR.search(text):
         return text.translate(_PUNCT)
     try:
         from pypinyin import Style, lazy_pinyin
