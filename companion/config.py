@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from companion.errors import InputFileError
+from companion.errors import CompanionError, InputFileError
 from companion.frontends.settings import DiscordSettings, OneBotSettings, ServeSettings
 from companion.paths import SHIPPED_CHARACTERS, default_config_file, default_data_dir
 from companion.voice.settings import VoiceLoopSettings
@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     onebot: OneBotSettings = Field(default_factory=OneBotSettings)
     court: CourtSettings = Field(default_factory=CourtSettings)
 
+    @field_validator("llm", "asr", "tts", "vad", "embedder", "store", mode="before")
+    @classmethod
+    def _default_plugin(cls, value: Any, info: ValidationInfo) -> Any:
+        """A table without `plugin` (`[llm] model = "x.gguf"`, COMPANION_LLM__MODEL) sets options of
+        the default plugin."""
+        if isinstance(value, dict) and "plugin" not in value:
+            default = cls.model_fields[info.field_name].get_default(call_default_factory=True)
+            return {**default.model_dump(), **value}
+        return value
+
     @property
     def user_characters_dir(self) -> Path:
         """Where `character new` and `character import` put folders."""
@@ -101,13 +111,13 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None and not config_file.is_file():
         raise InputFileError(config_file, "config file not found")
     file_values = read_config_file(path)
+    env_values = EnvSettingsSource(Settings)()  # COMPANION_* as given, validated once merged below
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        from_env = Settings()
-        env_set = from_env.model_dump(include=from_env.model_fields_set, exclude_unset=True)
-        return Settings.model_validate(_deep_merge(_deep_merge(file_values, env_set), given))
+        return Settings.model_validate(_deep_merge(_deep_merge(file_values, env_values), given))
     except ValidationError as error:
-        raise InputFileError(path, str(error)) from None
+        sources = f"{path}{'' if path.is_file() else ' (absent)'}, COMPANION_* environment variables, flags"
+        raise CompanionError(f"invalid settings ({sources}): {error}") from None
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,20 @@ def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (settings.user_name, settings.max_new_tokens) == ("FromFlag", 70)
 
 
+def test_a_table_without_plugin_sets_the_default_plugins_options(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[llm]\nmodel = "smollm2-135m"\n', encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.llm.plugin == "llamacpp" and settings.llm.options == {"model": "smollm2-135m"}
+    monkeypatch.setenv("COMPANION_LLM__CACHED_CONVERSATIONS_MB", "130")  # merged into the file's table
+    assert load_settings(config).llm.options == {"model": "smollm2-135m", "cached_conversations_mb": "130"}
+    config.write_text('llm = { plugin = "openai", model = "mochi" }\n', encoding="utf-8")
+    assert load_settings(config).llm.options == {"model": "mochi", "cached_conversations_mb": "130"}
+    monkeypatch.setenv("COMPANION_MAX_NEW_TOKENS", "many")
+    with pytest.raises(CompanionError, match=r"(?s)config\.toml, COMPANION_\* environment.*max_new_tokens"):
+        load_settings(config)
+
+
 def test_bad_config_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "broken.toml"
     config.write_text("user_name = \n", encoding="utf-8")
