@@ -26,7 +26,7 @@ from companion.events import ContextBlock, ContextEvent, Event, TextDeltaEvent, 
 from companion.history import ConversationKey, HistoryStore
 from companion.llm.base import LLM, GenerationParams, GenerationRequest
 from companion.messages import ChatMessage
-from companion.prompt import AssembledPrompt, TokenCounter, assemble
+from companion.prompt import NEW_CHAT_MARKER, AssembledPrompt, TokenCounter, assemble
 from companion.repeats import LoopGuard
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Companion:
         finished = False
         try:
             async with contextlib.aclosing(self.llm.stream(request)) as stream:
-                async for piece in stream:
+                async for piece in without_leading_marker(stream):
                     if passed := guard.feed(piece):
                         yield TextDeltaEvent(turn_id=turn_id, text=passed)
                     if guard.looped:
@@ -180,6 +180,27 @@ class Companion:
         for source in self.context_sources:
             await source.remember(key.user, text, reply)
         yield TurnEndEvent(turn_id=turn_id, text=reply)
+
+
+async def without_leading_marker(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The reply without SillyTavern's new-chat marker in front, which small models copy from the
+    prompt (her greeting follows one there): the first characters wait while they may be it."""
+    marker = NEW_CHAT_MARKER.lower()
+    head: str | None = ""
+    async for piece in pieces:
+        if head is None:
+            yield piece
+            continue
+        head += piece
+        probe = head.lstrip().lower()
+        if marker.startswith(probe):
+            continue
+        rest = head.lstrip()[len(marker) :].lstrip() if probe.startswith(marker) else head
+        head = None
+        if rest:
+            yield rest
+    if head:
+        yield head  # the whole reply was the start of the marker
 
 
 def clean_reply(text: str, char_name: str) -> str:

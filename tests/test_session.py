@@ -10,7 +10,7 @@ import pytest
 from companion.character import new_character
 from companion.events import TextDeltaEvent, TurnEndEvent
 from companion.history import HistoryStore
-from companion.session import Companion, clean_reply
+from companion.session import Companion, clean_reply, without_leading_marker
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,27 @@ def test_interrupted_turn_keeps_what_was_said(companion: Companion) -> None:
     history = companion.history.load(key)
     assert history[0].content == "Tell me a long story."
     assert history[-1].role == "assistant" and history[-1].content == clean_reply("".join(seen), "Tester")
+
+
+@pytest.mark.parametrize(
+    ("pieces", "shown"),
+    [
+        (["[St", "art a new", " chat]", "\n你好呀"], "你好呀"),  # copied from the prompt: dropped
+        (["[start a new chat] Hi"], "Hi"),
+        (["[Sta", "rs are out", " tonight]"], "[Stars are out tonight]"),
+        (["[", "joy] Hi"], "[joy] Hi"),
+        (["[Start"], "[Start"),  # the reply ended while it could still have been the marker
+    ],
+)
+def test_the_new_chat_marker_is_not_part_of_her_reply(pieces: list[str], shown: str) -> None:
+    async def stream():
+        for piece in pieces:
+            yield piece
+
+    async def collect() -> str:
+        return "".join([piece async for piece in without_leading_marker(stream())])
+
+    assert asyncio.run(collect()) == shown
 
 
 def test_clean_reply_drops_a_leading_name() -> None:
