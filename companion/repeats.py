@@ -10,11 +10,13 @@ are speech, not a loop. The reply keeps the part once.
     for piece in stream:
         emit(guard.feed(piece))
         if guard.looped: break          # guard.text: the reply up to and with the first round
+    emit(guard.flush())                 # a part said twice, then the reply ended: it was speech
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from companion.scripts import CJK
 
@@ -35,36 +37,50 @@ def _copies_needed(part: str) -> int | None:
     return 3 if count >= 4 else 4 if count >= 2 else None
 
 
+def _repeats_at_end(text: str) -> Iterator[tuple[int, int, int]]:
+    """(end of the first round, rounds so far, rounds that make a loop) for each part of 2+ words
+    (CJK: characters) whose repeat the text ends in, the last round maybe unfinished."""
+    for period in range(1, min(MAX_PART_CHARS, len(text) - 1) + 1):
+        if text[-1] != text[-1 - period]:
+            continue  # the cheap test first: this runs on every streamed piece
+        start = len(text) - 1 - period
+        while start > 0 and text[start - 1] == text[start - 1 + period]:
+            start -= 1  # the repeat began earlier
+        needed = _copies_needed(text[start : start + period])
+        if needed is not None:
+            yield start + period, (len(text) - start) // period, needed
+
+
 def looping_tail(text: str) -> int | None:
     """Where the first round of a loop at the end of `text` ends (the reply is cut there), or None."""
-    for period in range(1, min(MAX_PART_CHARS, len(text) // 3) + 1):
-        part = text[-period:]
-        if text[-2 * period : -period] != part:
-            continue  # the cheap test first: this runs on every streamed piece
-        copies = _copies_needed(part)
-        if copies is None or period * copies > len(text) or text[-period * copies :] != part * copies:
-            continue
-        start = len(text) - period * copies
-        while start > 0 and text[start - 1] == text[start - 1 + period]:
-            start -= 1  # the loop began earlier, inside a round
-        return start + period
-    return None
+    return next((end for end, rounds, needed in _repeats_at_end(text) if rounds >= needed), None)
 
 
 class LoopGuard:
+    """Passes a streaming reply on, except a part it starts to repeat: that waits until the reply
+    moves on (then it is passed) or loops (then it is dropped), so what was passed is the reply."""
+
     def __init__(self) -> None:
         self.text = ""
+        self.passed = 0
         self.looped = False
 
     def feed(self, piece: str) -> str:
-        """The part of `piece` to pass on (all of it unless this piece completed a loop)."""
         if self.looped:
             return ""
-        before = len(self.text)
         self.text += piece
         end = looping_tail(self.text)
-        if end is None:
-            return piece
-        self.looped = True
-        self.text = self.text[:end]
-        return self.text[before:]
+        if end is not None:
+            self.looped = True
+            self.text = self.text[: max(end, self.passed)]
+            return self.flush()
+        return self._release(min((end for end, _, _ in _repeats_at_end(self.text)), default=len(self.text)))
+
+    def flush(self) -> str:
+        """What is still held, at the end of the reply."""
+        return self._release(len(self.text))
+
+    def _release(self, upto: int) -> str:
+        out = self.text[self.passed : upto]
+        self.passed = max(self.passed, upto)
+        return out

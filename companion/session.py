@@ -11,7 +11,6 @@ Closing the stream (the user interrupted) cancels every stage; history keeps wha
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -26,10 +25,8 @@ from companion.events import ContextBlock, ContextEvent, Event, TextDeltaEvent, 
 from companion.history import ConversationKey, HistoryStore
 from companion.llm.base import LLM, GenerationParams, GenerationRequest
 from companion.messages import ChatMessage
-from companion.prompt import NEW_CHAT_MARKER, AssembledPrompt, TokenCounter, assemble
-from companion.repeats import LoopGuard
-
-log = logging.getLogger(__name__)
+from companion.prompt import AssembledPrompt, TokenCounter, assemble
+from companion.reply_filter import ReplyFilter
 
 Processor = Callable[[AsyncIterator[Event]], AsyncIterator[Event]]
 
@@ -160,19 +157,15 @@ class Companion:
             params=self.generation_params(user_name),
             adapter=self.character.adapter_dir if self.character.has_adapter() else None,
         )
-        guard = LoopGuard()
+        filtered = ReplyFilter(self.name)
         finished = False
         try:
-            async with contextlib.aclosing(self.llm.stream(request)) as stream:
-                async for piece in without_leading_marker(stream):
-                    if passed := guard.feed(piece):
-                        yield TextDeltaEvent(turn_id=turn_id, text=passed)
-                    if guard.looped:
-                        log.info("%s: the reply looped; ended after its first round", self.name)
-                        break
+            async with contextlib.aclosing(filtered.stream(self.llm.stream(request))) as pieces:
+                async for passed in pieces:
+                    yield TextDeltaEvent(turn_id=turn_id, text=passed)
             finished = True
         finally:
-            reply = clean_reply(guard.text, self.name)
+            reply = clean_reply(filtered.text, self.name)
             said = [ChatMessage(role="user", content=text)]
             if reply:
                 said.append(ChatMessage(role="assistant", content=reply))
@@ -180,27 +173,6 @@ class Companion:
         for source in self.context_sources:
             await source.remember(key.user, text, reply)
         yield TurnEndEvent(turn_id=turn_id, text=reply)
-
-
-async def without_leading_marker(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The reply without SillyTavern's new-chat marker in front, which small models copy from the
-    prompt (her greeting follows one there): the first characters wait while they may be it."""
-    marker = NEW_CHAT_MARKER.lower()
-    head: str | None = ""
-    async for piece in pieces:
-        if head is None:
-            yield piece
-            continue
-        head += piece
-        probe = head.lstrip().lower()
-        if marker.startswith(probe):
-            continue
-        rest = head.lstrip()[len(marker) :].lstrip() if probe.startswith(marker) else head
-        head = None
-        if rest:
-            yield rest
-    if head:
-        yield head  # the whole reply was the start of the marker
 
 
 def clean_reply(text: str, char_name: str) -> str:

@@ -10,7 +10,8 @@ import pytest
 from companion.character import new_character
 from companion.events import TextDeltaEvent, TurnEndEvent
 from companion.history import HistoryStore
-from companion.session import Companion, clean_reply, without_leading_marker
+from companion.reply_filter import ReplyFilter
+from companion.session import Companion, clean_reply
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def test_the_new_chat_marker_is_not_part_of_her_reply(pieces: list[str], shown: 
             yield piece
 
     async def collect() -> str:
-        return "".join([piece async for piece in without_leading_marker(stream())])
+        return "".join([piece async for piece in ReplyFilter("Mochi").stream(stream())])
 
     assert asyncio.run(collect()) == shown
 

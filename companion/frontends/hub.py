@@ -8,6 +8,7 @@ frontend or connection they come from, so a history never interleaves two turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import weakref
@@ -23,6 +24,7 @@ from companion.frontends.text import display_text
 from companion.history import ConversationKey
 from companion.llm.base import GenerationParams, GenerationRequest
 from companion.messages import ChatMessage
+from companion.reply_filter import ReplyFilter
 from companion.session import Companion, build_companion, clean_reply
 
 log = logging.getLogger(__name__)
@@ -159,53 +161,14 @@ class CompanionHub:
             params=params,
             adapter=companion.character.adapter_dir if companion.character.has_adapter() else None,
         )
-        name_filter = LeadingNameFilter(companion.name)
-        pieces: list[str] = []
-        stream = companion.llm.stream(request)
-        try:
-            async for piece in stream:
-                if out := name_filter.feed(piece):
-                    pieces.append(out)
-                    yield out
-            if tail := name_filter.flush():
-                pieces.append(tail)
-                yield tail
-        finally:
-            await stream.aclose()
+        filtered = ReplyFilter(companion.name)
+        async with contextlib.aclosing(filtered.stream(companion.llm.stream(request))) as pieces:
+            async for piece in pieces:
+                yield piece
         if user:
-            reply = clean_reply("".join(pieces), companion.name)
+            reply = clean_reply(filtered.text, companion.name)
             for source in companion.context_sources:
                 await source.remember(key.user, text, reply)
-
-
-class LeadingNameFilter:
-    """Drops a leading `Name:` the model may write before its line, while streaming."""
-
-    def __init__(self, name: str) -> None:
-        self.prefixes = [f"{name}:", f"{name}："]
-        self.buffer = ""
-        self.decided = False
-
-    def feed(self, piece: str) -> str:
-        if self.decided:
-            return piece
-        self.buffer += piece
-        stripped = self.buffer.lstrip()
-        for prefix in self.prefixes:
-            if stripped.startswith(prefix):
-                self.decided = True
-                self.buffer = ""
-                return stripped[len(prefix) :].lstrip()
-            if prefix.startswith(stripped):
-                return ""  # could still become the prefix: wait
-        self.decided = True
-        out, self.buffer = self.buffer.lstrip(), ""
-        return out
-
-    def flush(self) -> str:
-        out, self.buffer = ("" if self.decided else self.buffer.strip()), ""
-        self.decided = True
-        return out
 
 
 def turn_text(events: Sequence[Event]) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from companion.errors import CompanionError
+from companion.foreground import quiet_onnx_options
 from companion.plugins import PluginContext, require
 from companion.voice.audio import ASR_SAMPLE_RATE
 
@@ -45,9 +46,7 @@ class SileroSettings(BaseModel):
 @functools.cache
 def _silero_session(path: str):
     ort = require("onnxruntime", feature="Voice activity detection (Silero)", extra="voice")
-    options = ort.SessionOptions()
-    options.inter_op_num_threads = 1
-    options.intra_op_num_threads = 1
+    options = quiet_onnx_options(ort, threads=1)
     options.log_severity_level = 4
     try:
         return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])

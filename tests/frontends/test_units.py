@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from companion.frontends.hub import LeadingNameFilter
 from companion.frontends.ratelimit import RateLimiter, check_all
 from companion.frontends.server import vtuber
 from companion.frontends.server.auth import Refused, authenticate, is_loopback
 from companion.frontends.server.protocol import CLIENT_ADAPTER, protocol_schema
 from companion.frontends.settings import ServeSettings
 from companion.frontends.text import display_text, split_message
+from companion.reply_filter import ReplyFilter
 
 
 class Clock:
@@ -70,7 +70,7 @@ def test_display_text_drops_emotion_tags_only() -> None:
 
 def test_leading_name_filter_streams_without_the_name() -> None:
     def run(pieces: list[str]) -> str:
-        f = LeadingNameFilter("Mochi")
+        f = ReplyFilter("Mochi")
         return "".join(f.feed(p) for p in pieces) + f.flush()
 
     assert run(["Mo", "chi", ": ", "hello"]) == "hello"
